@@ -1,0 +1,37 @@
+"""Reading checkpoints safely.
+
+A checkpoint is a pickle, and unpickling can run code. Ours hold only tensors and primitives, so they
+load with ``weights_only=True``; anything needing more is refused rather than executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ConfigError
+
+
+def read_checkpoint(path: str | os.PathLike, flag: str = "--ckpt_path") -> dict[str, Any]:
+    """The checkpoint at ``path`` as a dict, or a :class:`ConfigError` naming the file and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{flag} {path}: no such file.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise ConfigError(
+                f"{flag} {path}: refused, it holds Python objects beyond weights and plain values, "
+                "and loading it could run code. Use a checkpoint written by catdog-lightning."
+            ) from None
+        raise ConfigError(f"{flag} {path}: not a readable checkpoint (corrupt or truncated).") from None
+    except Exception:
+        raise ConfigError(f"{flag} {path}: not a readable checkpoint (corrupt or truncated).") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise ConfigError(f"{flag} {path}: not a catdog-lightning checkpoint (no state_dict/hyper_parameters).")
+    return ckpt

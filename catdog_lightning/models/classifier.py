@@ -1,0 +1,110 @@
+"""``CatDogClassifier``: the LightningModule that trains a plain network with BCE and reports metrics."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
+
+from ..errors import ConfigError
+from .mlp import MLP
+
+
+def _stage_metrics(stage: str) -> MetricCollection:
+    return MetricCollection(
+        {"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()}, prefix=f"{stage}/"
+    )
+
+
+class CatDogClassifier(L.LightningModule):
+    def __init__(
+        self,
+        image_size: int = 64,
+        hidden_dims: list[int] = [256, 64],  # noqa: B006 (a list, so jsonargparse and hparams.yaml show it plainly)
+        activation: Literal["relu", "tanh", "sigmoid"] = "relu",
+        dropout: float = 0.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ):
+        """The lesson's MLP trained with BCE-with-logits and Adam.
+
+        Args:
+            image_size: side of the square input images (must match --data.image_size).
+            hidden_dims: hidden layer sizes, any length (the lesson: [256, 64]).
+            activation: hidden activation: relu, tanh or sigmoid.
+            dropout: dropout after each hidden layer (0 = off).
+            lr: Adam learning rate.
+            weight_decay: Adam L2 weight decay.
+        """
+        super().__init__()
+        if not lr > 0:
+            raise ConfigError(f"--model.lr must be positive, got {lr}; the lesson uses 1e-3.")
+        if weight_decay < 0:
+            raise ConfigError(f"--model.weight_decay must be 0 or more, got {weight_decay}.")
+        # Primitives only: the checkpoint then loads with weights_only=True and needs no other argument.
+        self.save_hyperparameters()
+        self.net = MLP(image_size, hidden_dims, activation, dropout)
+        # BCEWithLogits = the lesson's Sigmoid + BCELoss, computed stably (log-sum-exp).
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.train_acc = BinaryAccuracy()
+        self.train_loss = MeanMetric()
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.val_metrics, self.test_metrics = _stage_metrics("val"), _stage_metrics("test")
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # kept in checkpoints, so "best" survives a resume
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for ``N x 3 x S x S`` float images in [0, 1]."""
+        return self.net(images)
+
+    def _shared_step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        logits = self(images)
+        return self.loss_fn(logits, labels.float()), logits, labels
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss, logits, labels = self._shared_step(batch)
+        self.train_loss(loss, weight=len(labels))
+        self.train_acc(logits, labels)
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, logits, labels = self._shared_step(batch)
+        self.val_loss(loss, weight=len(labels))
+        self.val_metrics.update(logits, labels)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        # Computed over the whole epoch's predictions, not averaged over batches.
+        metrics = self.val_metrics.compute()
+        self.val_metrics.reset()
+        acc = metrics.pop("val/acc")
+        self.log("val/acc", acc, prog_bar=True)
+        self.log_dict(metrics)
+        if not self.trainer.sanity_checking:  # an untrained net's score must never become "best"
+            self.val_acc_best(acc)
+            self.log("val/acc_best", self.val_acc_best.compute())
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        loss, logits, labels = self._shared_step(batch)
+        self.test_loss(loss, weight=len(labels))
+        self.test_metrics.update(logits, labels)
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """P(cat) for each image."""
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return torch.sigmoid(self(images))
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

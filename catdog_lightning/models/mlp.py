@@ -1,0 +1,58 @@
+"""The lesson's network as a plain ``nn.Module``: flattened pixels -> hidden layers -> one logit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+
+class MLP(nn.Module):
+    """``3*S*S -> hidden_dims... -> 1``; the lesson's default is ``[256, 64]`` with ReLU."""
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        hidden_dims: Sequence[int] = (256, 64),
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if not hidden_dims or any(int(d) < 1 for d in hidden_dims):
+            raise ConfigError(
+                f"--model.hidden_dims must be a non-empty list of positive sizes, got {list(hidden_dims)}; "
+                "try [256, 64]."
+            )
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"--model.activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"--model.dropout must be in [0, 1), got {dropout}.")
+        dims = [3 * image_size * image_size, *(int(d) for d in hidden_dims)]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for fan_in, fan_out in zip(dims[:-1], dims[1:], strict=False):
+            layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[activation]()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(dims[-1], 1))
+        self.layers = nn.Sequential(*layers)
+        self._init_weights(activation)
+
+    def _init_weights(self, activation: str) -> None:
+        # He keeps ReLU activations' variance steady through depth; Xavier does the same for tanh/sigmoid.
+        linears = [m for m in self.layers if isinstance(m, nn.Linear)]
+        for layer in linears:
+            if activation == "relu":
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            else:
+                nn.init.xavier_normal_(layer.weight, gain=nn.init.calculate_gain(activation))
+            nn.init.zeros_(layer.bias)
+        nn.init.xavier_normal_(linears[-1].weight)  # the output layer feeds a sigmoid, not the hidden activation
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``N x 3 x S x S`` floats in [0, 1] -> ``N`` logits (P(cat) = sigmoid(logit))."""
+        return self.layers(images).squeeze(-1)

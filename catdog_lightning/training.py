@@ -1,0 +1,264 @@
+"""One function runs a whole training: ``train(config) -> metrics``.
+
+It joins data and models: resolves the run directory (new, or the one being resumed), builds the
+Trainer with its checkpoints and TensorBoard logger, fits, tests the best checkpoint and writes
+``metrics.json``. ``scripts/train.py`` only parses flags and calls it; tests call it directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+from .checkpoints import read_checkpoint
+from .data import CatDogDataModule
+from .errors import ConfigError
+from .models import CatDogClassifier
+
+DEFAULT_LOGS_DIR = "lightning_logs"
+DEFAULT_SEED = 42
+# Our defaults where they differ from Lightning's (its max_epochs is 1000).
+TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 20, "accelerator": "auto", "devices": "auto"}
+# Settings a resumed run cannot change: its weights have this shape.
+SHAPE_KEYS = (("model", "hidden_dims"), ("model", "activation"), ("data", "image_size"))
+HPARAM_METRICS = ("val/acc", "val/acc_best", "val/loss", "test/acc")
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    """``<logs_dir>/<name>/``: TensorBoard events, hparams.yaml, config.yaml, checkpoints/, metrics.json."""
+
+    logs_dir: Path
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return self.logs_dir / self.name
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def best_ckpt(self) -> Path:
+        return self.checkpoints / "best.ckpt"
+
+    @property
+    def last_ckpt(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
+    @classmethod
+    def next_version(cls, logs_dir: Path) -> RunDirectory:
+        taken = [int(m.group(1)) for p in logs_dir.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))]
+        return cls(logs_dir, f"version_{max(taken, default=-1) + 1}")
+
+    @classmethod
+    def owning(cls, ckpt: Path) -> RunDirectory | None:
+        """The run a checkpoint belongs to, when it sits in ``<run>/checkpoints/``."""
+        ckpt = ckpt.absolute()
+        if ckpt.parent.name == "checkpoints" and (ckpt.parent.parent / "config.yaml").is_file():
+            return cls(ckpt.parent.parent.parent, ckpt.parent.parent.name)
+        return None
+
+
+def latest_run(logs_dir: Path) -> RunDirectory | None:
+    """The run whose ``last.ckpt`` was written most recently."""
+    lasts = [p for p in logs_dir.glob("*/checkpoints/last.ckpt") if p.is_file()]
+    if not lasts:
+        return None
+    newest = max(lasts, key=lambda p: p.stat().st_mtime_ns)
+    return RunDirectory(logs_dir, newest.parent.parent.name)
+
+
+def merge(base: dict, override: dict) -> dict:
+    """``base`` updated by ``override``, recursively for nested sections."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _resolve_resume(config: dict, logs_dir: Path) -> tuple[Path, RunDirectory, dict]:
+    """The checkpoint to resume, its run, and the run's saved config as the base for this one."""
+    ckpt_arg, run_name = str(config["ckpt_path"]), config.get("run_name")
+    if ckpt_arg == "last":
+        run = RunDirectory(logs_dir, run_name) if run_name else latest_run(logs_dir)
+        if run is None or not run.last_ckpt.is_file():
+            where = run.path if run is not None else f"{logs_dir}/*"
+            raise ConfigError(
+                f"--ckpt_path last: no checkpoints/last.ckpt under {where}; "
+                "start a run first with: python scripts/train.py"
+            )
+        ckpt = run.last_ckpt
+    else:
+        ckpt = Path(ckpt_arg)
+        run = RunDirectory.owning(ckpt) or (RunDirectory(logs_dir, run_name) if run_name else None)
+    saved = read_checkpoint(ckpt)
+    if run is not None and run.config_file.is_file():
+        base = yaml.safe_load(run.config_file.read_text()) or {}
+    else:  # a checkpoint from elsewhere: its own hyperparameters say what it is
+        base = {"model": dict(saved["hyper_parameters"]), "data": dict(saved.get("datamodule_hyper_parameters", {}))}
+        run = run or RunDirectory.next_version(logs_dir)
+    for section, key in SHAPE_KEYS:
+        given = config.get(section, {}).get(key)
+        had = base.get(section, {}).get(key)
+        if given is not None and had is not None and given != had:
+            raise ConfigError(
+                f"--{section}.{key} {given} differs from the run being resumed ({had}); a resumed run keeps "
+                "its architecture. Drop the flag, or start a new run without --ckpt_path."
+            )
+    return ckpt, run, base
+
+
+def _write_hparams_summary(logger: TensorBoardLogger, config: dict) -> None:
+    """Tell TensorBoard's HPARAMS tab which scalars to show beside each run (instead of hp_metric = -1)."""
+    flat = {
+        f"{section}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
+        for section in ("data", "model")
+        for k, v in config[section].items()
+    }
+    flat["seed_everything"] = config["seed_everything"]
+    writer = logger.experiment._get_file_writer()
+    for summary in hparams_summary(flat, {name: 0.0 for name in HPARAM_METRICS}):
+        writer.add_summary(summary)
+
+
+def _build_trainer(run: RunDirectory, trainer_cfg: dict) -> tuple[L.Trainer, ModelCheckpoint]:
+    logger = TensorBoardLogger(save_dir=str(run.logs_dir), name="", version=run.name, default_hp_metric=False)
+    best = ModelCheckpoint(
+        dirpath=run.checkpoints,
+        filename="best",
+        monitor="val/acc",
+        mode="max",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    # A second, unmonitored checkpoint rewritten after every epoch: save_last on the monitored one
+    # only writes when a new best is saved, which leaves a stale last.ckpt.
+    last = ModelCheckpoint(
+        dirpath=run.checkpoints, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+    )
+    trainer = L.Trainer(**trainer_cfg, logger=logger, callbacks=[best, last], default_root_dir=str(run.logs_dir))
+    return trainer, best
+
+
+def _results_table(metrics: dict) -> str:
+    rows = [
+        ("best epoch", f"{metrics['best_epoch']} of {metrics['epochs_trained']}"),
+        ("val/acc", f"{metrics['val/acc']:.4f}"),
+        ("test/acc", f"{metrics['test/acc']:.4f}"),
+        ("test/f1", f"{metrics['test/f1']:.4f}"),
+        ("test/auroc", f"{metrics['test/auroc']:.4f}"),
+        ("run dir", metrics["run_dir"]),
+        ("watch", f"tensorboard --logdir {Path(metrics['run_dir']).parent}"),
+    ]
+    return "\n".join(["", "Results (test metrics of the best checkpoint)"] + [f"  {k:<11} {v}" for k, v in rows])
+
+
+def _quiet_known_warnings() -> None:
+    # Batches come from an in-memory tensor: DataLoader workers would only add start-up time.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+    # Resuming writes into the run's own checkpoints/ folder on purpose.
+    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+    # Raised inside Lightning 2.6 itself on torch >= 2.10; nothing a user can act on.
+    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+
+
+def train(config: dict) -> dict:
+    """Fit, then test the best checkpoint. Returns (and writes to metrics.json) the results.
+
+    ``config`` holds ``data``, ``model`` and ``trainer`` sections (keyword arguments of
+    ``CatDogDataModule``, ``CatDogClassifier`` and ``lightning.Trainer``), plus ``seed_everything``,
+    ``ckpt_path`` (a file or ``"last"``), ``run_name`` and ``logs_dir``. Anything left out takes its
+    default; when resuming, it takes the resumed run's saved value instead.
+    """
+    _quiet_known_warnings()
+    logs_dir = Path(config.get("logs_dir") or DEFAULT_LOGS_DIR)
+    ckpt: Path | None = None
+    if config.get("ckpt_path"):
+        ckpt, run, base = _resolve_resume(config, logs_dir)
+        config = merge(base, {k: v for k, v in config.items() if k != "ckpt_path"})
+    else:
+        run = (
+            RunDirectory(logs_dir, config["run_name"])
+            if config.get("run_name")
+            else RunDirectory.next_version(logs_dir)
+        )
+        if run.last_ckpt.exists():
+            raise ConfigError(
+                f"--run_name {run.name}: {run.path} already holds a run; resume it with "
+                f"--ckpt_path last --run_name {run.name}, or pick another name."
+            )
+    seed = config.get("seed_everything", DEFAULT_SEED)
+    seed = DEFAULT_SEED if seed is None else int(seed)
+    data_cfg = dict(config.get("data") or {})
+    model_cfg = dict(config.get("model") or {})
+    trainer_cfg = {**TRAINER_DEFAULTS, **(config.get("trainer") or {})}
+
+    datamodule = CatDogDataModule(**data_cfg)
+    # The net's input size always follows the data's.
+    model_cfg["image_size"] = datamodule.hparams.image_size
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = CatDogClassifier(**model_cfg)
+    trainer, best = _build_trainer(run, trainer_cfg)
+    # Decode (or load from cache) before fit, so data errors surface before any Lightning output
+    # and before a run directory is made.
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    print(datamodule.summary)
+    resolved = {
+        "data": dict(datamodule.hparams),
+        "model": {k: v for k, v in model.hparams.items() if k != "image_size"},
+        "trainer": trainer_cfg,
+        "seed_everything": seed,
+        "run_name": run.name,
+    }
+    if trainer.is_global_zero:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.config_file.write_text(yaml.safe_dump(resolved, sort_keys=False))
+        _write_hparams_summary(trainer.logger, resolved)
+    if ckpt is not None:
+        print(f"Resuming {run.path} from {ckpt}")
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+
+    best_path = Path(best.best_model_path) if best.best_model_path else run.best_ckpt
+    tested = trainer.test(model, datamodule=datamodule, ckpt_path=str(best_path), weights_only=True, verbose=False)[0]
+    best_saved = read_checkpoint(best_path)
+    metrics = {
+        "best_epoch": int(best_saved["epoch"]) + 1,  # 1-based: "the 12th epoch"
+        "epochs_trained": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "val/acc": float(best.best_model_score) if best.best_model_score is not None else float("nan"),
+        **{k: float(v) for k, v in tested.items()},
+        "best_checkpoint": str(best_path),
+        "run_dir": str(run.path),
+        "test_is_carved": datamodule.test_is_carved,
+    }
+    if trainer.is_global_zero:
+        run.metrics_file.write_text(json.dumps(metrics, indent=2))
+        print(_results_table(metrics))
+    return metrics

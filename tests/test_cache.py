@@ -1,0 +1,112 @@
+"""The decode cache: hit on a second run, rebuilt on any change or damage, never half-written."""
+
+import os
+
+import pytest
+import torch
+from conftest import pixels, write_image
+from PIL import Image
+
+import catdog_lightning.data.cache as cache_mod
+from catdog_lightning.data.cache import cache_path, load_or_decode
+from catdog_lightning.data.scan import scan_folder
+
+
+@pytest.fixture
+def folder(tmp_path):
+    for i in range(6):
+        Image.fromarray(pixels(i)).save(write_image(tmp_path / "photos" / ("cat" if i % 2 else "dog") / f"{i}.jpg"))
+    return tmp_path / "photos"
+
+
+def load(folder, cache_dir):
+    return load_or_decode(scan_folder(folder).files, folder, 16, True, cache_dir)
+
+
+@pytest.fixture
+def count_decodes(monkeypatch):
+    calls = []
+    real = cache_mod.decode_files
+
+    def counting(files, *args, **kwargs):
+        calls.append(len(files))
+        return real(files, *args, **kwargs)
+
+    monkeypatch.setattr(cache_mod, "decode_files", counting)
+    return calls
+
+
+def test_second_load_is_a_cache_hit_with_identical_pixels(folder, tmp_path, count_decodes):
+    first = load(folder, tmp_path / "c")
+    second = load(folder, tmp_path / "c")
+    assert count_decodes == [6]
+    assert not first.from_cache and second.from_cache
+    assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
+    assert first.paths == second.paths
+
+
+@pytest.mark.parametrize("change", ["modify", "add", "delete"])
+def test_any_file_change_invalidates(folder, tmp_path, count_decodes, change):
+    load(folder, tmp_path / "c")
+    target = folder / "cat" / "1.jpg"
+    if change == "modify":
+        Image.fromarray(pixels(99)).save(target)
+        os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 10**9))
+    elif change == "add":
+        Image.fromarray(pixels(7)).save(folder / "cat" / "new.jpg")
+    else:
+        target.unlink()
+    again = load(folder, tmp_path / "c")
+    assert not again.from_cache and len(count_decodes) == 2
+    assert len(again.labels) == {"modify": 6, "add": 7, "delete": 5}[change]
+    assert len(list((tmp_path / "c").iterdir())) == 1, "a changed folder reuses its slot, no stale files pile up"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip_pixel_byte"])
+def test_damaged_cache_is_detected_and_rebuilt(folder, tmp_path, count_decodes, damage):
+    good = load(folder, tmp_path / "c")
+    path = cache_path(tmp_path / "c", folder, 16, True)
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a torch file at all")
+    else:
+        blob = torch.load(path, weights_only=True)
+        blob["images"][0, 0, 0, 0] ^= 1  # one bit of one pixel: only the checksum can tell
+        torch.save(blob, path)
+    rebuilt = load(folder, tmp_path / "c")
+    assert not rebuilt.from_cache and len(count_decodes) == 2
+    assert torch.equal(rebuilt.images, good.images)
+    assert load(folder, tmp_path / "c").from_cache
+
+
+def test_killed_write_leaves_the_old_cache_and_no_temp_file(folder, tmp_path, monkeypatch):
+    load(folder, tmp_path / "c")
+    path = cache_path(tmp_path / "c", folder, 16, True)
+    before = path.read_bytes()
+    Image.fromarray(pixels(42)).save(folder / "dog" / "extra.jpg")  # forces a rewrite
+
+    def dies_mid_write(obj, fh):
+        fh.write(b"half a cache")
+        raise KeyboardInterrupt  # the process is stopped between write and rename
+
+    monkeypatch.setattr(cache_mod.torch, "save", dies_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        load(folder, tmp_path / "c")
+    assert path.read_bytes() == before
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [path.name]
+
+
+def test_unreadable_files_are_remembered_by_the_cache(folder, tmp_path):
+    (folder / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 nope")
+    first = load(folder, tmp_path / "c")
+    second = load(folder, tmp_path / "c")
+    assert second.from_cache
+    assert [f.path for f in first.failures] == [f.path for f in second.failures] == [str(folder / "cat" / "broken.jpg")]
+
+
+def test_cache_off_decodes_every_time(folder, count_decodes):
+    load(folder, None)
+    load(folder, None)
+    assert count_decodes == [6, 6]

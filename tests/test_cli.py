@@ -1,0 +1,122 @@
+"""The command line: flags reach train(), and every user mistake is one line with exit code 2."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from catdog_lightning import cli
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
+
+
+def run_script(*args, cwd):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_help_lists_the_documented_flags(tmp_path):
+    out = run_script("--help", cwd=tmp_path)
+    assert out.returncode == 0
+    for flag in [
+        "--data.data_dir",
+        "--data.batch_size",
+        "--data.image_size",
+        "--data.val_fraction",
+        "--data.num_workers",
+        "--data.augment",
+        "--data.cache",
+        "--data.cache_dir",
+        "--model.hidden_dims",
+        "--model.activation",
+        "--model.lr",
+        "--model.weight_decay",
+        "--trainer.max_epochs",
+        "--trainer.accelerator",
+        "--trainer.devices",
+        "--seed_everything",
+        "--config",
+        "--print_config",
+        "--ckpt_path",
+        "--run_name",
+    ]:
+        assert flag in out.stdout, flag
+
+
+def test_print_config_shows_defaults_and_overrides(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse_flags(["--model.lr", "0.01", "--print_config"])
+    assert exit_.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["lr"] == 0.01 and config["model"]["hidden_dims"] == [256, 64]
+    assert config["data"]["batch_size"] == 32 and config["data"]["image_size"] == 64
+    assert config["trainer"]["max_epochs"] == 20 and config["trainer"]["accelerator"] == "auto"
+
+
+def test_only_given_flags_are_passed_on(tmp_path):
+    (tmp_path / "c.yaml").write_text("model:\n  lr: 0.005\ntrainer:\n  max_epochs: 3\n")
+    given = cli.parse_flags(["--config", str(tmp_path / "c.yaml"), "--trainer.max_epochs", "5", "--ckpt_path", "last"])
+    assert given == {
+        "model": {"lr": 0.005},
+        "trainer": {"max_epochs": 5},
+        "ckpt_path": "last",
+        "logs_dir": "lightning_logs",
+    }
+
+
+def test_flags_reach_train(monkeypatch):
+    seen = {}
+    assert (
+        cli.run_cli(
+            seen.update,
+            [
+                "--data.data_dir",
+                "photos",
+                "--model.hidden_dims",
+                "[32, 8]",
+                "--model.activation",
+                "tanh",
+                "--seed_everything",
+                "3",
+                "--run_name",
+                "x",
+            ],
+        )
+        == 0
+    )
+    assert seen["data"] == {"data_dir": "photos"}
+    assert seen["model"] == {"hidden_dims": [32, 8], "activation": "tanh"}
+    assert seen["seed_everything"] == 3 and seen["run_name"] == "x"
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--model.lr", "-1"], "--model.lr must be positive"),
+        (["--model.hidden_dims", "[]"], "--model.hidden_dims must be a non-empty list"),
+        (["--data.val_fraction", "1.5"], "--data.val_fraction must be between 0 and 1"),
+        (["--model.activation", "gelu"], "--model.activation"),
+        (["--model.lr", "abc"], "--model.lr"),
+        (["--no_such_flag", "1"], "unrecognized arguments"),
+        (["--data.data_dir", "does/not/exist"], "--data.data_dir does/not/exist does not exist"),
+        (["--ckpt_path", "last"], "--ckpt_path last: no checkpoints/last.ckpt"),
+        (["--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(argv, expected, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_error_from_a_real_process_has_no_traceback(tmp_path):
+    (tmp_path / "only_cats" / "train" / "cat").mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "only_cats" / "train" / "cat" / "a.jpg")
+    out = run_script("--data.data_dir", "only_cats", "--data.cache", "false", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("error: ") and "only cat images" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,115 @@
+import warnings
+
+import pytest
+import torch
+from conftest import pixels, write_image
+from PIL import Image
+
+from catdog_lightning.data import CatDogDataModule, SkippedFilesWarning
+from catdog_lightning.errors import ConfigError, DataError
+
+
+def make_folder(root, n_cat=10, n_dog=10, size=(30, 30)):
+    for i in range(n_cat):
+        Image.fromarray(pixels(i, size)).save(write_image(root / "cat" / f"c{i}.jpg"))
+    for i in range(n_dog):
+        Image.fromarray(pixels(100 + i, size)).save(write_image(root / "dog" / f"d{i}.jpg"))
+    return root
+
+
+def test_train_and_test_folders(tiny_dataset, tmp_path):
+    dm = CatDogDataModule(str(tiny_dataset), image_size=16, batch_size=8, cache_dir=str(tmp_path / "c"))
+    dm.prepare_data()
+    dm.setup("fit")
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (36, 4, 16)
+    assert not dm.test_is_carved
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (8, 3, 16, 16)
+    assert set(labels.tolist()) <= {0, 1}
+    assert "train 36 / val 4" in dm.summary
+
+
+def test_no_test_folder_carves_a_test_split_and_says_so(tmp_path):
+    make_folder(tmp_path / "d" / "train", 20, 20)
+    dm = CatDogDataModule(str(tmp_path / "d"), image_size=8, val_fraction=0.1, test_fraction=0.2, cache=False)
+    dm.setup()
+    assert dm.test_is_carved
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (28, 4, 8)
+    assert "carved from train/" in dm.summary
+
+
+def test_val_split_is_the_same_on_every_run(tiny_dataset, tmp_path):
+    def val_pixels():
+        dm = CatDogDataModule(str(tiny_dataset), image_size=8, cache_dir=str(tmp_path / "c"))
+        dm.setup()
+        return dm.val_set.images
+
+    assert torch.equal(val_pixels(), val_pixels())
+
+
+def test_float_conversion_and_augmentation_only_when_training(tiny_dataset):
+    dm = CatDogDataModule(str(tiny_dataset), image_size=16, augment=True, cache=False)
+    batch = (torch.full((4, 3, 16, 16), 255, dtype=torch.uint8), torch.ones(4, dtype=torch.long))
+    images, _ = dm.on_after_batch_transfer(batch, 0)  # no trainer: not training, no augmentation
+    assert images.dtype == torch.float32 and torch.all(images == 1.0)
+
+    class Training:
+        training = True
+
+    dm.trainer = Training()
+    gradient = torch.linspace(0, 255, 16).to(torch.uint8).expand(4, 3, 16, 16).contiguous()
+    torch.manual_seed(0)
+    augmented, _ = dm.on_after_batch_transfer((gradient, torch.ones(4)), 0)
+    assert augmented.shape == (4, 3, 16, 16)
+    assert not torch.allclose(augmented, gradient.float() / 255)
+
+
+def test_skipped_files_are_counted_in_one_warning_each(tmp_path):
+    root = make_folder(tmp_path / "d" / "train", 6, 6)
+    (root / "cat" / "broken.jpg").write_bytes(b"nope")
+    (root / "dog" / "empty.png").write_bytes(b"")
+    Image.fromarray(pixels(5)).save(root / "mystery.jpg")
+    dm = CatDogDataModule(str(tmp_path / "d"), image_size=8, val_fraction=0.2, cache=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dm.setup()
+    messages = [str(w.message) for w in caught if issubclass(w.category, SkippedFilesWarning)]
+    assert len(messages) == 2
+    assert "Skipped 1 file(s) whose folder and name say neither" in messages[0] and "mystery.jpg" in messages[0]
+    assert "Skipped 2 unreadable image(s)" in messages[1]
+    assert "broken.jpg" in messages[1] and "empty.png" in messages[1]
+    assert len(dm.train_set) + len(dm.val_set) + len(dm.test_set) == 12
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"val_fraction": 1.5}, "--data.val_fraction"),
+        ({"val_fraction": 0.0}, "--data.val_fraction"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "below 1"),
+        ({"batch_size": 0}, "--data.batch_size"),
+        ({"image_size": 2}, "--data.image_size"),
+    ],
+)
+def test_invalid_settings(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        CatDogDataModule("x", **kwargs)
+
+
+def test_data_errors_name_the_folder_and_the_fix(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        CatDogDataModule(str(tmp_path / "nope")).setup()
+    (tmp_path / "notrain").mkdir()
+    with pytest.raises(DataError, match="no train/ folder"):
+        CatDogDataModule(str(tmp_path / "notrain")).setup()
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    with pytest.raises(DataError, match="No labelled images"):
+        CatDogDataModule(str(tmp_path / "empty"), cache=False).setup()
+    make_folder(tmp_path / "cats" / "train", 5, 0)
+    with pytest.raises(DataError, match="only cat images"):
+        CatDogDataModule(str(tmp_path / "cats"), cache=False).setup()
+    (tmp_path / "junk" / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "junk" / "train" / "cat" / "a.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match="None of the 1 images"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        CatDogDataModule(str(tmp_path / "junk"), cache=False).setup()

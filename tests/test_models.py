@@ -1,0 +1,86 @@
+import pytest
+import torch
+from torch import nn
+
+from catdog_lightning.errors import ConfigError
+from catdog_lightning.models import MLP, CatDogClassifier
+
+
+@pytest.mark.parametrize("hidden_dims", [[8], [256, 64], [32, 16, 8, 4]])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_mlp_shapes(hidden_dims, activation):
+    net = MLP(image_size=12, hidden_dims=hidden_dims, activation=activation)
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    assert [m.in_features for m in linears] == [3 * 12 * 12, *hidden_dims]
+    assert linears[-1].out_features == 1
+    assert net(torch.rand(5, 3, 12, 12)).shape == (5,)
+
+
+def test_lesson_default_is_12288_256_64_1():
+    linears = [m for m in MLP().modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(12288, 256), (256, 64), (64, 1)]
+
+
+def test_he_init_for_relu_and_xavier_for_tanh():
+    torch.manual_seed(0)
+    relu_w = MLP(image_size=32, hidden_dims=[512], activation="relu").layers[1].weight
+    tanh_w = MLP(image_size=32, hidden_dims=[512], activation="tanh").layers[1].weight
+    fan_in, fan_out = 3 * 32 * 32, 512
+    assert relu_w.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.05)
+    assert tanh_w.std().item() == pytest.approx(5 / 3 * (2 / (fan_in + fan_out)) ** 0.5, rel=0.05)
+    assert torch.all(MLP().layers[1].bias == 0)
+
+
+def test_dropout_layers_only_when_asked():
+    assert not any(isinstance(m, nn.Dropout) for m in MLP(hidden_dims=[4, 4]).modules())
+    assert sum(isinstance(m, nn.Dropout) for m in MLP(hidden_dims=[4, 4], dropout=0.3).modules()) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, flag",
+    [
+        ({"lr": -1.0}, "--model.lr"),
+        ({"hidden_dims": []}, "--model.hidden_dims"),
+        ({"activation": "gelu"}, "--model.activation"),
+        ({"dropout": 1.0}, "--model.dropout"),
+        ({"weight_decay": -0.1}, "--model.weight_decay"),
+    ],
+)
+def test_invalid_model_settings(kwargs, flag):
+    with pytest.raises(ConfigError, match=flag):
+        CatDogClassifier(**kwargs)
+
+
+def test_classifier_emits_logits_and_predicts_probabilities():
+    model = CatDogClassifier(image_size=8, hidden_dims=[4])
+    x = torch.rand(3, 3, 8, 8)
+    probs = model.predict_step((x, torch.zeros(3)), 0)
+    assert torch.allclose(probs, torch.sigmoid(model(x)))
+    assert torch.all((probs > 0) & (probs < 1))
+
+
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = CatDogClassifier(image_size=8, hidden_dims=[16])
+    batch = (torch.rand(16, 3, 8, 8), torch.randint(0, 2, (16,)))
+    opt = model.configure_optimizers()
+    before, _, _ = model._shared_step(batch)
+    for _ in range(5):
+        opt.zero_grad()
+        loss, _, _ = model._shared_step(batch)
+        loss.backward()
+        opt.step()
+    after, _, _ = model._shared_step(batch)
+    assert after < before
+
+
+def test_hyperparameters_are_primitives():
+    model = CatDogClassifier(image_size=16, hidden_dims=[8, 4], activation="tanh")
+    assert dict(model.hparams) == {
+        "image_size": 16,
+        "hidden_dims": [8, 4],
+        "activation": "tanh",
+        "dropout": 0.0,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+    }

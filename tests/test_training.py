@@ -1,0 +1,166 @@
+"""A real Trainer on a tiny generated dataset, through the same train() that scripts/train.py calls."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from catdog_lightning.errors import ConfigError
+from catdog_lightning.models import CatDogClassifier
+from catdog_lightning.training import merge, train
+
+
+def scalars(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return acc
+
+
+def with_(config, **sections):
+    return merge(config, sections)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_dataset, tmp_path_factory):
+    """One 2-epoch run shared by the read-only tests below."""
+    tmp = tmp_path_factory.mktemp("run")
+    config = {
+        "data": {"data_dir": str(tiny_dataset), "image_size": 16, "batch_size": 8, "cache_dir": str(tmp / "cache")},
+        "model": {"hidden_dims": [16, 8]},
+        "trainer": {
+            "max_epochs": 2,
+            "accelerator": "cpu",
+            "devices": 1,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+        },
+        "seed_everything": 7,
+        "logs_dir": str(tmp / "logs"),
+    }
+    metrics = train(config)
+    return metrics, Path(metrics["run_dir"])
+
+
+def test_run_directory_holds_everything(finished_run):
+    metrics, run = finished_run
+    assert run.name == "version_0"
+    for name in ["hparams.yaml", "config.yaml", "metrics.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt"]:
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert list(run.glob("events.out.tfevents.*"))
+
+
+def test_metrics_json_holds_probabilities_of_the_best_checkpoint(finished_run):
+    metrics, run = finished_run
+    saved = json.loads((run / "metrics.json").read_text())
+    for key in ["val/acc", "test/acc", "test/f1", "test/auroc"]:
+        assert 0.0 <= saved[key] <= 1.0, key
+    assert saved["test/loss"] > 0
+    assert 1 <= saved["best_epoch"] <= saved["epochs_trained"] == 2
+    best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert saved["best_epoch"] == best["epoch"] + 1
+    assert saved == json.loads(json.dumps(metrics))
+
+
+def test_tensorboard_events_have_epoch_metrics_and_the_hparams_tab(finished_run):
+    _, run = finished_run
+    acc = scalars(run)
+    tags = set(acc.Tags()["scalars"])
+    assert {
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "val/acc_best",
+        "test/acc",
+        "test/f1",
+        "test/auroc",
+    } <= tags
+    assert len(acc.Scalars("train/acc")) == 2  # once per epoch, over the whole epoch
+    assert "hp_metric" not in tags
+    plugin = acc.PluginTagToContent("hparams")
+    assert "_hparams_/experiment" in plugin and b"val/acc" in plugin["_hparams_/experiment"]
+
+
+def test_val_acc_best_is_the_running_max(finished_run):
+    _, run = finished_run
+    acc = scalars(run)
+    vals = [e.value for e in acc.Scalars("val/acc")]
+    best = [e.value for e in acc.Scalars("val/acc_best")]
+    assert best == pytest.approx([max(vals[: i + 1]) for i in range(len(best))])
+
+
+def test_checkpoints_load_with_no_arguments_and_weights_only(finished_run):
+    _, run = finished_run
+    for name in ["best.ckpt", "last.ckpt"]:
+        torch.load(run / "checkpoints" / name, weights_only=True)  # no pickled objects beyond primitives
+        model = CatDogClassifier.load_from_checkpoint(run / "checkpoints" / name, weights_only=True)
+        assert model.hparams.hidden_dims == [16, 8] and model.hparams.image_size == 16
+
+
+def test_config_yaml_records_the_resolved_settings(finished_run):
+    _, run = finished_run
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["data"]["image_size"] == 16 and config["data"]["val_fraction"] == 0.1
+    assert config["model"]["hidden_dims"] == [16, 8] and config["model"]["lr"] == 1e-3
+    assert config["trainer"]["max_epochs"] == 2 and config["seed_everything"] == 7
+
+
+def test_last_ckpt_is_rewritten_every_epoch(tiny_config):
+    """A stale last.ckpt (Lightning's save_last on a monitored checkpoint) would hold an old epoch."""
+    metrics = train(with_(tiny_config, trainer={"max_epochs": 3}, model={"lr": 1e-9}))  # val/acc never improves
+    last = torch.load(Path(metrics["run_dir"]) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == metrics["global_step"]
+
+
+def test_resume_continues_the_same_run_and_step(tiny_config):
+    first = train(tiny_config)
+    run = Path(first["run_dir"])
+    events_before = set(run.glob("events.out.tfevents.*"))
+    resumed = train({"ckpt_path": "last", "trainer": {"max_epochs": 4}, "logs_dir": tiny_config["logs_dir"]})
+    assert resumed["run_dir"] == str(run)
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"], "no new version_N on resume"
+    assert resumed["epochs_trained"] == 4 and resumed["global_step"] == 2 * first["global_step"]
+    steps = [e.step for e in scalars(run).Scalars("train/loss")]
+    assert steps == sorted(steps) and len(steps) == 4, "one continuous curve"
+    assert set(run.glob("events.out.tfevents.*")) > events_before
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["trainer"]["max_epochs"] == 4 and config["data"]["image_size"] == 16  # saved settings kept
+
+
+def test_resume_restores_the_optimizer_state(tiny_config):
+    first = train(tiny_config)
+    last = Path(first["run_dir"]) / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)["optimizer_states"][0]["state"]
+    assert state and all(int(s["step"]) == first["global_step"] for s in state.values())
+
+
+def test_resume_by_path_and_refusals(tiny_config, tmp_path):
+    first = train(tiny_config)
+    ckpt = Path(first["run_dir"]) / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match="--model.hidden_dims"):
+        train({"ckpt_path": str(ckpt), "model": {"hidden_dims": [32]}, "logs_dir": tiny_config["logs_dir"]})
+    with pytest.raises(ConfigError, match="--data.image_size"):
+        train({"ckpt_path": str(ckpt), "data": {"image_size": 32}, "logs_dir": tiny_config["logs_dir"]})
+    with pytest.raises(ConfigError, match="no checkpoints/last.ckpt"):
+        train({"ckpt_path": "last", "logs_dir": str(tmp_path / "empty-logs")})
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(with_(tiny_config, run_name="version_0"))
+    resumed = train({"ckpt_path": str(ckpt), "trainer": {"max_epochs": 3}, "logs_dir": tiny_config["logs_dir"]})
+    assert resumed["run_dir"] == first["run_dir"] and resumed["epochs_trained"] == 3
+
+
+def test_named_runs_and_version_numbering(tiny_config):
+    assert Path(train(tiny_config)["run_dir"]).name == "version_0"
+    assert Path(train(with_(tiny_config, run_name="baseline"))["run_dir"]).name == "baseline"
+    assert Path(train(tiny_config)["run_dir"]).name == "version_1"
+
+
+def test_corrupt_checkpoint_is_one_clear_error(tiny_config, tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ConfigError, match="not a readable checkpoint"):
+        train({"ckpt_path": str(bad), "logs_dir": tiny_config["logs_dir"]})
