@@ -145,7 +145,7 @@ def _write_hparams_summary(logger: TensorBoardLogger, config: dict) -> None:
         writer.add_summary(summary)
 
 
-def _build_trainer(run: RunDirectory, trainer_cfg: dict) -> tuple[L.Trainer, ModelCheckpoint]:
+def _build_trainer(run: RunDirectory, trainer_cfg: dict, extra: list[L.Callback]) -> tuple[L.Trainer, ModelCheckpoint]:
     logger = TensorBoardLogger(save_dir=str(run.logs_dir), name="", version=run.name, default_hp_metric=False)
     best = ModelCheckpoint(
         dirpath=run.checkpoints,
@@ -161,7 +161,9 @@ def _build_trainer(run: RunDirectory, trainer_cfg: dict) -> tuple[L.Trainer, Mod
     last = ModelCheckpoint(
         dirpath=run.checkpoints, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
     )
-    trainer = L.Trainer(**trainer_cfg, logger=logger, callbacks=[best, last], default_root_dir=str(run.logs_dir))
+    trainer = L.Trainer(
+        **trainer_cfg, logger=logger, callbacks=[best, last, *extra], default_root_dir=str(run.logs_dir)
+    )
     return trainer, best
 
 
@@ -188,13 +190,14 @@ def _quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
-def train(config: dict) -> dict:
+def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     """Fit, then test the best checkpoint. Returns (and writes to metrics.json) the results.
 
     ``config`` holds ``data``, ``model`` and ``trainer`` sections (keyword arguments of
     ``CatDogDataModule``, ``CatDogClassifier`` and ``lightning.Trainer``), plus ``seed_everything``,
     ``ckpt_path`` (a file or ``"last"``), ``run_name`` and ``logs_dir``. Anything left out takes its
-    default; when resuming, it takes the resumed run's saved value instead.
+    default; when resuming, it takes the resumed run's saved value instead. ``callbacks`` are added
+    to the Trainer's own (checkpoints).
     """
     _quiet_known_warnings()
     logs_dir = Path(config.get("logs_dir") or DEFAULT_LOGS_DIR)
@@ -224,7 +227,7 @@ def train(config: dict) -> dict:
     model_cfg["image_size"] = datamodule.hparams.image_size
     L.seed_everything(seed, workers=True, verbose=False)
     model = CatDogClassifier(**model_cfg)
-    trainer, best = _build_trainer(run, trainer_cfg)
+    trainer, best = _build_trainer(run, trainer_cfg, callbacks or [])
     # Decode (or load from cache) before fit, so data errors surface before any Lightning output
     # and before a run directory is made.
     datamodule.prepare_data()
