@@ -203,7 +203,7 @@ def format_table(r: dict) -> str:
     med = statistics.median
     rows = [
         (
-            "1. lesson: PIL decode + Resize + ToTensor every epoch",
+            "1. lesson as written: PIL every epoch, plain Adam",
             f"{med(lesson['epoch_s']):.3f}",
             "-",
             f"{r['images_per_s']['lesson']:.0f}",
@@ -224,7 +224,7 @@ def format_table(r: dict) -> str:
             f"{warm['peak_rss_mb']:.0f}",
         ),
         (
-            "3. floor: bare loop on in-memory tensor",
+            "3. floor: bare loop, tensor in memory, fused Adam",
             f"{med(floor['epoch_s']):.3f}",
             "-",
             f"{r['images_per_s']['floor']:.0f}",

@@ -60,9 +60,9 @@ def _one_line(exc: BaseException) -> str:
     return text.replace('Parser key "', "--").replace('":', ":", 1) if text.startswith("Parser key") else text
 
 
-def parse_flags(argv: Sequence[str] | None = None) -> dict:
+def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None = None) -> dict:
     """The flags given on the command line (and in ``--config``), validated, as a nested dict."""
-    parser = build_parser()
+    parser = parser or build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser.parse_args(argv)  # validates every value, and handles --help / --print_config
     given = parser.parse_args(argv, defaults=False).as_dict()
@@ -72,10 +72,12 @@ def parse_flags(argv: Sequence[str] | None = None) -> dict:
     return given
 
 
-def run_cli(command: Callable[[dict], object], argv: Sequence[str] | None = None) -> int:
+def run_cli(
+    command: Callable[[dict], object], argv: Sequence[str] | None = None, parser: ArgumentParser | None = None
+) -> int:
     """Parse flags and run ``command``; a user's mistake becomes one line on stderr and exit code 2."""
     try:
-        command(parse_flags(argv))
+        command(parse_flags(argv, parser))
     except ArgumentError as exc:
         print(f"error: {_one_line(exc)} (see --help)", file=sys.stderr)
         return 2
@@ -92,3 +94,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .training import train
 
     return run_cli(train, argv)
+
+
+def build_numpy_parser() -> ArgumentParser:
+    from .data import CatDogDataModule
+    from .numpy_net import INITS
+    from .numpy_training import DEFAULTS
+    from .training import DEFAULT_LOGS_DIR
+
+    parser = ArgumentParser(
+        prog="train_numpy.py",
+        description="Train the lesson's from-scratch NumPy network on the same data and splits as train.py, "
+        "printing the cost every --print_every iterations and logging to TensorBoard.",
+        exit_on_error=False,
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML config file")
+    # Same folders, image size and split as train.py; batching and augmentation are the network's own here.
+    parser.add_class_arguments(CatDogDataModule, "data", skip={"batch_size", "num_workers", "augment"})
+    flags = [
+        ("layer_dims", list[int], "input size (3 * image_size^2), hidden sizes, then 1"),
+        ("activations", str | list[str], "hidden activation(s), relu, tanh or sigmoid: one, or one per hidden layer"),
+        ("lr", float, "gradient descent learning rate"),
+        ("iterations", int, "passes over the training set"),
+        ("init", str, f"weight initialisation: {' or '.join(INITS)}"),
+        ("batch_size", int | None, "mini-batch size (default: full batch, as in the lesson)"),
+        ("seed", int, "seed for the initial weights and the mini-batch order"),
+        ("print_every", int, "print and log the cost every N iterations"),
+    ]
+    for name, kind, help_text in flags:
+        parser.add_argument(f"--{name}", type=kind, default=DEFAULTS[name], help=help_text)
+    parser.add_argument("--run_name", type=str | None, default=None, help="run directory (default: next numpy_N)")
+    parser.add_argument("--logs_dir", type=str, default=DEFAULT_LOGS_DIR, help="where run directories are written")
+    return parser
+
+
+def numpy_main(argv: Sequence[str] | None = None) -> int:
+    from .numpy_training import train_numpy
+
+    return run_cli(train_numpy, argv, build_numpy_parser())

@@ -223,6 +223,8 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     trainer_cfg = {**TRAINER_DEFAULTS, **(config.get("trainer") or {})}
 
     datamodule = CatDogDataModule(**data_cfg)
+    if datamodule.hparams.val_fraction == 0:
+        raise ConfigError("--data.val_fraction 0 leaves no validation images to pick the best checkpoint; try 0.1.")
     # The net's input size always follows the data's.
     model_cfg["image_size"] = datamodule.hparams.image_size
     L.seed_everything(seed, workers=True, verbose=False)

@@ -95,7 +95,8 @@ def test_flags_reach_train(monkeypatch):
     [
         (["--model.lr", "-1"], "--model.lr must be positive"),
         (["--model.hidden_dims", "[]"], "--model.hidden_dims must be a non-empty list"),
-        (["--data.val_fraction", "1.5"], "--data.val_fraction must be between 0 and 1"),
+        (["--data.val_fraction", "1.5"], "--data.val_fraction must be in [0, 1)"),
+        (["--data.val_fraction", "0"], "--data.val_fraction 0 leaves no validation images"),
         (["--model.activation", "gelu"], "--model.activation"),
         (["--model.lr", "abc"], "--model.lr"),
         (["--no_such_flag", "1"], "unrecognized arguments"),

@@ -85,7 +85,8 @@ def test_skipped_files_are_counted_in_one_warning_each(tmp_path):
     "kwargs, match",
     [
         ({"val_fraction": 1.5}, "--data.val_fraction"),
-        ({"val_fraction": 0.0}, "--data.val_fraction"),
+        ({"val_fraction": -0.1}, "--data.val_fraction"),
+        ({"test_fraction": 0.0}, "--data.test_fraction"),
         ({"val_fraction": 0.5, "test_fraction": 0.5}, "below 1"),
         ({"batch_size": 0}, "--data.batch_size"),
         ({"image_size": 2}, "--data.image_size"),
