@@ -2,7 +2,7 @@ import os
 
 from conftest import write_image
 
-from catdog_lightning.data.scan import CAT, DOG, label_for, scan_folder
+from catdog_lightning.data.scan import CAT, DOG, folder_label, name_label, scan_folder
 
 
 def labels_by_name(result):
@@ -33,11 +33,13 @@ def test_unlabelled_files_are_skipped_and_listed_never_labelled_dog(tmp_path):
     assert sorted(os.path.basename(p) for p in result.unlabelled) == ["catdog.jpg", "horse.jpg"]
 
 
-def test_folder_label_wins_over_file_name():
-    from pathlib import Path
-
-    assert label_for(Path("dog/cat_toy.jpg")) == DOG
-    assert label_for(Path("cats/sub/x.jpg")) == CAT
+def test_nearest_class_folder_wins_over_file_name(tmp_path):
+    write_image(tmp_path / "dog" / "cat_toy.jpg")
+    write_image(tmp_path / "cats" / "sub" / "x.jpg")
+    write_image(tmp_path / "cat" / "dog" / "y.jpg")
+    assert labels_by_name(scan_folder(tmp_path)) == {"cat_toy.jpg": DOG, "x.jpg": CAT, "y.jpg": DOG}
+    assert folder_label(["holiday", "Cats"]) == CAT and folder_label(["x"]) is None
+    assert name_label("dog.7.JPG") == DOG and name_label("hotdog_and_cat.jpg") is None
 
 
 def test_hidden_and_non_image_files_are_ignored(tmp_path):
