@@ -114,3 +114,44 @@ def test_data_errors_name_the_folder_and_the_fix(tmp_path):
     with pytest.raises(DataError, match="None of the 1 images"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         CatDogDataModule(str(tmp_path / "junk"), cache=False).setup()
+
+
+def test_a_folder_of_every_bad_file_kind_trains_on_everything_readable(tmp_path):
+    """The run goes on: each odd file is either read (and counted in) or skipped and named."""
+    import os
+
+    import numpy as np
+    from test_decode import png_header_only
+
+    cat, dog = tmp_path / "d" / "train" / "cat", tmp_path / "d" / "train" / "dog"
+    readable = {
+        cat / "alpha.png": Image.new("RGBA", (20, 20), (255, 0, 0, 128)),
+        cat / "grey.jpg": Image.new("L", (20, 20), 90),
+        cat / "palette.png": Image.new("RGB", (20, 20), (0, 90, 0)).convert("P"),
+        cat / "cmyk.jpg": Image.new("CMYK", (20, 20), (0, 200, 200, 0)),
+        cat / "sixteen.png": Image.fromarray(np.full((9, 9), 40000, dtype=np.uint16)),
+        dog / "one.png": Image.new("RGB", (1, 1), (5, 5, 5)),
+        dog / "wide.jpg": Image.new("RGB", (4000, 3), (9, 9, 9)),
+        dog / "Hund_犬.JPG": Image.new("RGB", (30, 30), (1, 2, 3)),
+        dog / "UPPER.PNG": Image.new("RGB", (30, 30), (3, 2, 1)),
+    }
+    for path, img in readable.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path)
+    (cat / "zero.jpg").write_bytes(b"")
+    (cat / "text.jpg").write_text("hello")
+    (dog / "truncated.jpg").write_bytes((dog / "Hund_犬.JPG").read_bytes()[:200])
+    png_header_only(dog / "bomb.png", 50000, 50000)
+    os.symlink(tmp_path / "d" / "train", cat / "loop")
+    (cat / ".ipynb_checkpoints").mkdir()
+    Image.new("RGB", (5, 5)).save(cat / ".ipynb_checkpoints" / "alpha-checkpoint.png")
+    dm = CatDogDataModule(str(tmp_path / "d"), image_size=8, val_fraction=0.2, test_fraction=0.2, cache=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dm.setup()
+    used = len(dm.train_set) + len(dm.val_set) + len(dm.test_set)
+    assert used == len(readable) == 9
+    (message,) = [str(w.message) for w in caught if issubclass(w.category, SkippedFilesWarning)]
+    assert message.startswith("Skipped 4 unreadable image(s)")
+    for name in ["zero.jpg", "text.jpg", "truncated.jpg", "bomb.png"]:
+        assert name in message
