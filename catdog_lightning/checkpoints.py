@@ -1,4 +1,4 @@
-"""Reading checkpoints safely.
+"""Reading checkpoints safely, writing them atomically.
 
 A checkpoint is a pickle, and unpickling can run code. Ours hold only tensors and primitives, so they
 load with ``weights_only=True``; anything needing more is refused rather than executed.
@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from .atomic import atomic_write
 from .errors import ConfigError
 
 
@@ -35,3 +37,15 @@ def read_checkpoint(path: str | os.PathLike, flag: str = "--ckpt_path") -> dict[
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise ConfigError(f"{flag} {path}: not a catdog-lightning checkpoint (no state_dict/hyper_parameters).")
     return ckpt
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file, fsynced, then renamed over the old one.
+
+    A process killed mid-save leaves the previous ``last.ckpt`` intact and loadable.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        atomic_write(path, lambda fh: torch.save(checkpoint, fh))

@@ -16,10 +16,10 @@ import lightning as L
 from jsonargparse import ActionConfigFile, ArgumentParser
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from .errors import UserError
+from .errors import Interrupted, UserError
 
 # Trainer arguments train() sets itself.
-_TRAINER_OWNED = {"logger", "callbacks", "default_root_dir", "enable_checkpointing"}
+_TRAINER_OWNED = {"logger", "callbacks", "default_root_dir", "enable_checkpointing", "use_distributed_sampler"}
 
 
 def build_parser() -> ArgumentParser:
@@ -52,6 +52,12 @@ def build_parser() -> ArgumentParser:
         help="run directory name under --logs_dir (default: the next version_N)",
     )
     parser.add_argument("--logs_dir", type=str, default=DEFAULT_LOGS_DIR, help="where run directories are written")
+    parser.add_argument(
+        "--checkpoint_every_n_steps",
+        type=int,
+        default=0,
+        help="also rewrite last.ckpt every N training steps, for long epochs (0 = off)",
+    )
     return parser
 
 
@@ -87,6 +93,9 @@ def run_cli(
     except MisconfigurationException as exc:  # Lightning refusing a --trainer.* value
         print(f"error: {_one_line(exc)} (check the --trainer.* flags)", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"\n{stop}", file=sys.stderr)
+        return stop.exit_code
     return 0
 
 

@@ -11,3 +11,11 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError):
     """A data folder is missing, empty or unusable."""
+
+
+class Interrupted(Exception):
+    """The user stopped the run (Ctrl-C, SIGTERM); its progress is saved. Exits with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

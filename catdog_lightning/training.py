@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -19,11 +20,14 @@ import lightning as L
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from .checkpoints import read_checkpoint
+from .atomic import remove_stale_temporaries
+from .callbacks import EpochSeeder, SafeStops, TrainingInterrupted
+from .checkpoints import AtomicCheckpointIO, read_checkpoint
 from .data import CatDogDataModule
-from .errors import ConfigError
+from .errors import ConfigError, Interrupted
 from .models import CatDogClassifier
 
 DEFAULT_LOGS_DIR = "lightning_logs"
@@ -33,6 +37,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 20, "accelerator": "auto", "de
 # Settings a resumed run cannot change: its weights have this shape.
 SHAPE_KEYS = (("model", "hidden_dims"), ("model", "activation"), ("data", "image_size"))
 HPARAM_METRICS = ("val/acc", "val/acc_best", "val/loss", "test/acc")
+RUN_NAME_ENV = "CATDOG_RUN_NAME"  # how DDP processes started by Lightning learn the run directory
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,9 @@ def _write_hparams_summary(logger: TensorBoardLogger, config: dict) -> None:
         writer.add_summary(summary)
 
 
-def _build_trainer(run: RunDirectory, trainer_cfg: dict, extra: list[L.Callback]) -> tuple[L.Trainer, ModelCheckpoint]:
+def _build_trainer(
+    run: RunDirectory, trainer_cfg: dict, callbacks: list[L.Callback]
+) -> tuple[L.Trainer, ModelCheckpoint]:
     logger = TensorBoardLogger(save_dir=str(run.logs_dir), name="", version=run.name, default_hp_metric=False)
     best = ModelCheckpoint(
         dirpath=run.checkpoints,
@@ -161,8 +168,15 @@ def _build_trainer(run: RunDirectory, trainer_cfg: dict, extra: list[L.Callback]
     last = ModelCheckpoint(
         dirpath=run.checkpoints, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
     )
+    plugins = trainer_cfg.pop("plugins", None) or []
     trainer = L.Trainer(
-        **trainer_cfg, logger=logger, callbacks=[best, last, *extra], default_root_dir=str(run.logs_dir)
+        **trainer_cfg,
+        logger=logger,
+        callbacks=[best, last, *callbacks],
+        plugins=[*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()],
+        # The DataModule shards each process's images itself, without DistributedSampler's padding.
+        use_distributed_sampler=False,
+        default_root_dir=str(run.logs_dir),
     )
     return trainer, best
 
@@ -184,10 +198,35 @@ def _quiet_known_warnings() -> None:
     # Batches come from an in-memory tensor: DataLoader workers would only add start-up time.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+    # Under DDP our epoch values come from torchmetrics, which already synchronised them across processes.
+    warnings.filterwarnings("ignore", ".*It is recommended to use `self.log\\(.*sync_dist=True.*")
     # Resuming writes into the run's own checkpoints/ folder on purpose.
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
     # Raised inside Lightning 2.6 itself on torch >= 2.10; nothing a user can act on.
     warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+
+
+def _is_main_process() -> bool:
+    """Before fit, DDP ranks are known only from the environment the launcher set."""
+    return rank_zero_only.rank == 0
+
+
+def _resolve_run(config: dict, logs_dir: Path) -> tuple[Path | None, RunDirectory, dict]:
+    """The checkpoint to resume (if any), the run directory, and the config with saved settings merged in."""
+    # Under DDP, Lightning re-runs this script in one process per extra device; they must join the
+    # run directory the first process chose, not compute the next version_N themselves.
+    if not _is_main_process() and os.environ.get(RUN_NAME_ENV) and not config.get("run_name"):
+        config = {**config, "run_name": os.environ[RUN_NAME_ENV]}
+    if config.get("ckpt_path"):
+        ckpt, run, base = _resolve_resume(config, logs_dir)
+        return ckpt, run, merge(base, {k: v for k, v in config.items() if k != "ckpt_path"})
+    run = RunDirectory(logs_dir, config["run_name"]) if config.get("run_name") else RunDirectory.next_version(logs_dir)
+    if run.last_ckpt.exists():
+        raise ConfigError(
+            f"--run_name {run.name}: {run.path} already holds a run; resume it with "
+            f"--ckpt_path last --run_name {run.name}, or pick another name."
+        )
+    return None, run, config
 
 
 def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
@@ -195,32 +234,23 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
 
     ``config`` holds ``data``, ``model`` and ``trainer`` sections (keyword arguments of
     ``CatDogDataModule``, ``CatDogClassifier`` and ``lightning.Trainer``), plus ``seed_everything``,
-    ``ckpt_path`` (a file or ``"last"``), ``run_name`` and ``logs_dir``. Anything left out takes its
-    default; when resuming, it takes the resumed run's saved value instead. ``callbacks`` are added
-    to the Trainer's own (checkpoints).
+    ``ckpt_path`` (a file or ``"last"``), ``run_name``, ``logs_dir`` and ``checkpoint_every_n_steps``.
+    Anything left out takes its default; when resuming, it takes the resumed run's saved value
+    instead. ``callbacks`` are added to the Trainer's own.
+
+    Raises :class:`Interrupted` after a SIGINT/SIGTERM stopped training with last.ckpt saved.
     """
     _quiet_known_warnings()
     logs_dir = Path(config.get("logs_dir") or DEFAULT_LOGS_DIR)
-    ckpt: Path | None = None
-    if config.get("ckpt_path"):
-        ckpt, run, base = _resolve_resume(config, logs_dir)
-        config = merge(base, {k: v for k, v in config.items() if k != "ckpt_path"})
-    else:
-        run = (
-            RunDirectory(logs_dir, config["run_name"])
-            if config.get("run_name")
-            else RunDirectory.next_version(logs_dir)
-        )
-        if run.last_ckpt.exists():
-            raise ConfigError(
-                f"--run_name {run.name}: {run.path} already holds a run; resume it with "
-                f"--ckpt_path last --run_name {run.name}, or pick another name."
-            )
+    ckpt, run, config = _resolve_run(config, logs_dir)
     seed = config.get("seed_everything", DEFAULT_SEED)
     seed = DEFAULT_SEED if seed is None else int(seed)
     data_cfg = dict(config.get("data") or {})
     model_cfg = dict(config.get("model") or {})
     trainer_cfg = {**TRAINER_DEFAULTS, **(config.get("trainer") or {})}
+    every_n_steps = int(config.get("checkpoint_every_n_steps") or 0)
+    if every_n_steps < 0:
+        raise ConfigError(f"--checkpoint_every_n_steps must be 0 (off) or more, got {every_n_steps}.")
 
     datamodule = CatDogDataModule(**data_cfg)
     if datamodule.hparams.val_fraction == 0:
@@ -229,41 +259,73 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     model_cfg["image_size"] = datamodule.hparams.image_size
     L.seed_everything(seed, workers=True, verbose=False)
     model = CatDogClassifier(**model_cfg)
-    trainer, best = _build_trainer(run, trainer_cfg, callbacks or [])
+    safe_stops = SafeStops(run.last_ckpt, every_n_steps)
+    trainer, best = _build_trainer(run, dict(trainer_cfg), [EpochSeeder(seed), safe_stops, *(callbacks or [])])
     # Decode (or load from cache) before fit, so data errors surface before any Lightning output
     # and before a run directory is made.
     datamodule.prepare_data()
     datamodule.setup("fit")
-    print(datamodule.summary)
     resolved = {
         "data": dict(datamodule.hparams),
         "model": {k: v for k, v in model.hparams.items() if k != "image_size"},
         "trainer": trainer_cfg,
         "seed_everything": seed,
+        "checkpoint_every_n_steps": every_n_steps,
         "run_name": run.name,
     }
-    if trainer.is_global_zero:
+    if _is_main_process():
+        print(datamodule.summary)
+        os.environ[RUN_NAME_ENV] = run.name
         run.path.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run.checkpoints)  # from a run killed while writing a checkpoint
         run.config_file.write_text(yaml.safe_dump(resolved, sort_keys=False))
         _write_hparams_summary(trainer.logger, resolved)
-    if ckpt is not None:
-        print(f"Resuming {run.path} from {ckpt}")
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+        if ckpt is not None:
+            print(f"Resuming {run.path} from {ckpt}")
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+    except TrainingInterrupted as stop:
+        raise Interrupted(
+            f"{stop}; saved {run.last_ckpt}. Resume with: "
+            f"python scripts/train.py --ckpt_path last --run_name {run.name}",
+            exit_code=128 + stop.signum,
+        ) from None
 
     best_path = Path(best.best_model_path) if best.best_model_path else run.best_ckpt
     tested = trainer.test(model, datamodule=datamodule, ckpt_path=str(best_path), weights_only=True, verbose=False)[0]
-    best_saved = read_checkpoint(best_path)
+    # Read back from the files: under ddp_spawn this process's trainer did not run the loops itself.
+    best_saved, last_saved = read_checkpoint(best_path), read_checkpoint(run.last_ckpt)
     metrics = {
         "best_epoch": int(best_saved["epoch"]) + 1,  # 1-based: "the 12th epoch"
-        "epochs_trained": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "val/acc": float(best.best_model_score) if best.best_model_score is not None else float("nan"),
+        "epochs_trained": int(last_saved["epoch"]) + 1,
+        "global_step": int(last_saved["global_step"]),
+        "val/acc": float(best_saved["callbacks"][best.state_key]["best_model_score"]),
         **{k: float(v) for k, v in tested.items()},
         "best_checkpoint": str(best_path),
         "run_dir": str(run.path),
         "test_is_carved": datamodule.test_is_carved,
     }
-    if trainer.is_global_zero:
+    if _is_main_process():
         run.metrics_file.write_text(json.dumps(metrics, indent=2))
         print(_results_table(metrics))
     return metrics
+
+
+def evaluate_checkpoint(
+    ckpt_path: str | Path, data: dict | None = None, trainer: dict | None = None, stage: str = "test"
+) -> dict:
+    """Metrics of a checkpoint on its test (or ``stage="validate"``: validation) images, under any Trainer.
+
+    The data settings are the checkpoint's own, overridden by ``data``.
+    """
+    saved = read_checkpoint(ckpt_path)
+    model = CatDogClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    datamodule = CatDogDataModule(**{**saved.get("datamodule_hyper_parameters", {}), **(data or {})})
+    evaluator = L.Trainer(
+        **{**TRAINER_DEFAULTS, **(trainer or {})},
+        logger=False,
+        enable_checkpointing=False,
+        use_distributed_sampler=False,
+    )
+    run = evaluator.test if stage == "test" else evaluator.validate
+    return {k: float(v) for k, v in run(model, datamodule=datamodule, verbose=False)[0].items()}

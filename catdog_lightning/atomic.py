@@ -1,0 +1,54 @@
+"""Write a file so that readers see the old version or the new one, never a torn mix."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+TMP_SUFFIX = ".tmp"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(fh)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    A process killed at any moment leaves ``path`` as it was (or absent) plus at most one stray
+    ``*.tmp`` file, which :func:`remove_stale_temporaries` cleans up later.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:  # some file systems cannot fsync a directory; the rename is still atomic
+        pass
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, older_than_s: float = 0.0) -> list[Path]:
+    """Delete temporaries left in ``folder`` by writers killed mid-write (those older than ``older_than_s``)."""
+    now = time.time()
+    stale = []
+    for path in Path(folder).glob(f".*{TMP_SUFFIX}") if Path(folder).is_dir() else []:
+        try:
+            if now - path.stat().st_mtime >= older_than_s:
+                path.unlink()
+                stale.append(path)
+        except OSError:  # gone already: another process cleaned it up
+            pass
+    return stale

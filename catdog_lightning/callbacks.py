@@ -1,0 +1,84 @@
+"""Callbacks that keep a run reproducible and its progress safe."""
+
+from __future__ import annotations
+
+import random
+import signal
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+
+class EpochSeeder(L.Callback):
+    """Reseed torch, NumPy and ``random`` at every epoch start from ``(seed, epoch, rank)``.
+
+    Dropout and augmentation then depend on the epoch number, not on how many epochs this process
+    has run, so a run resumed at an epoch boundary draws exactly what the uninterrupted run drew.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seed = (self.seed * 1_000_003 + trainer.current_epoch * 1_009 + trainer.global_rank) % 2**32
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM stopped training after a step, with last.ckpt written."""
+
+    def __init__(self, signum: int, global_step: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {global_step}")
+        self.signum, self.global_step = signum, global_step
+
+
+class SafeStops(L.Callback):
+    """Turn Ctrl-C and SIGTERM into: finish the current step, write ``last.ckpt``, stop.
+
+    Also writes ``last.ckpt`` every ``every_n_steps`` steps (0 = only at epoch ends), for long
+    epochs. The signal handlers live only while ``fit`` runs; a second Ctrl-C during the save is
+    ignored so it cannot tear the checkpoint (the write is atomic anyway).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, last_ckpt: str | Path, every_n_steps: int = 0):
+        self.last_ckpt, self.every_n_steps = str(last_ckpt), every_n_steps
+        self.requested: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _request_stop(self, signum: int, frame) -> None:
+        self.requested = signum
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.requested = None
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._request_stop)
+            except ValueError:  # not the main thread (e.g. a notebook's worker): no graceful stop there
+                pass
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handlers()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_handlers()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        stop = self.requested is not None
+        if trainer.world_size > 1:  # every process must stop at the same step, or DDP deadlocks
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            trainer.save_checkpoint(self.last_ckpt)
+            raise TrainingInterrupted(self.requested or signal.SIGTERM, trainer.global_step)
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            trainer.save_checkpoint(self.last_ckpt)
