@@ -40,8 +40,7 @@ class SafeStops(L.Callback):
     """Turn Ctrl-C and SIGTERM into: finish the current step, write ``last.ckpt``, stop.
 
     Also writes ``last.ckpt`` every ``every_n_steps`` steps (0 = only at epoch ends), for long
-    epochs. The signal handlers live only while ``fit`` runs; a second Ctrl-C during the save is
-    ignored so it cannot tear the checkpoint (the write is atomic anyway).
+    epochs. The signal handlers live only while training runs.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -54,7 +53,9 @@ class SafeStops(L.Callback):
     def _request_stop(self, signum: int, frame) -> None:
         self.requested = signum
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Installed here, after Lightning registered its own SIGTERM handler (which would end the
+        # process with exit code 0 without saving), so ours replaces it while training runs.
         self.requested = None
         for signum in self.SIGNALS:
             try:
@@ -67,7 +68,7 @@ class SafeStops(L.Callback):
             signal.signal(signum, handler)
         self._previous.clear()
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:

@@ -21,6 +21,7 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from .atomic import remove_stale_temporaries
@@ -284,6 +285,8 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
             print(f"Resuming {run.path} from {ckpt}")
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+    except SIGTERMException:  # SIGTERM before training began (Lightning's own handler): nothing new to save
+        raise Interrupted(f"stopped by SIGTERM before training began; {run.path} is unchanged.", 128 + 15) from None
     except TrainingInterrupted as stop:
         raise Interrupted(
             f"{stop}; saved {run.last_ckpt}. Resume with: "
