@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ def read_checkpoint(path: str | os.PathLike, flag: str = "--ckpt_path") -> dict[
     if not path.is_file():
         raise ConfigError(f"{flag} {path}: no such file.")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own notes on odd pickles; the verdict below says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        if "Unsupported global" in str(exc):  # an object to construct: code would run to unpickle it
             raise ConfigError(
                 f"{flag} {path}: refused, it holds Python objects beyond weights and plain values, "
                 "and loading it could run code. Use a checkpoint written by catdog-lightning."

@@ -11,12 +11,13 @@ from __future__ import annotations
 import sys
 from argparse import ArgumentError
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import lightning as L
 from jsonargparse import ActionConfigFile, ArgumentParser
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from .errors import Interrupted, UserError
+from .errors import ConfigError, Interrupted, UserError
 
 # Trainer arguments train() sets itself.
 _TRAINER_OWNED = {"logger", "callbacks", "default_root_dir", "enable_checkpointing", "use_distributed_sampler"}
@@ -58,6 +59,12 @@ def build_parser() -> ArgumentParser:
         default=0,
         help="also rewrite last.ckpt every N training steps, for long epochs (0 = off)",
     )
+    parser.add_argument(
+        "--log_images",
+        type=bool,
+        default=True,
+        help="TensorBoard pictures: validation predictions, confusion matrix, PR curve, model graph",
+    )
     return parser
 
 
@@ -79,11 +86,14 @@ def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None
 
 
 def run_cli(
-    command: Callable[[dict], object], argv: Sequence[str] | None = None, parser: ArgumentParser | None = None
+    command: Callable[[dict], object],
+    argv: Sequence[str] | None = None,
+    parser: ArgumentParser | None = None,
+    parse: Callable[[ArgumentParser | None, Sequence[str] | None], dict] | None = None,
 ) -> int:
     """Parse flags and run ``command``; a user's mistake becomes one line on stderr and exit code 2."""
     try:
-        command(parse_flags(argv, parser))
+        command(parse(parser, argv) if parse else parse_flags(argv, parser))
     except ArgumentError as exc:
         print(f"error: {_one_line(exc)} (see --help)", file=sys.stderr)
         return 2
@@ -141,3 +151,129 @@ def numpy_main(argv: Sequence[str] | None = None) -> int:
     from .numpy_training import train_numpy
 
     return run_cli(train_numpy, argv, build_numpy_parser())
+
+
+def _tool_parser(prog: str, description: str) -> ArgumentParser:
+    from .training import DEFAULT_LOGS_DIR
+
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False)
+    parser.add_argument(
+        "--ckpt_path",
+        type=str | None,
+        default=None,
+        help="a checkpoint (default: best.ckpt of the most recent run under --logs_dir)",
+    )
+    parser.add_argument("--logs_dir", type=str, default=DEFAULT_LOGS_DIR, help="where runs are")
+    return parser
+
+
+def _checkpoint(args: dict) -> str:
+    from .inference import default_checkpoint
+
+    if args.get("ckpt_path"):
+        return args["ckpt_path"]
+    ckpt = str(default_checkpoint(args["logs_dir"]))
+    print(f"Using {ckpt} (the most recent run's best checkpoint)", file=sys.stderr)
+    return ckpt
+
+
+def _parse_all(parser: ArgumentParser | None, argv: Sequence[str] | None) -> dict:
+    return parser.parse_args(list(sys.argv[1:] if argv is None else argv)).as_dict()
+
+
+def _run_tool(command: Callable[[dict], object], parser: ArgumentParser, argv: Sequence[str] | None) -> int:
+    return run_cli(command, argv, parser, parse=_parse_all)
+
+
+def predict_main(argv: Sequence[str] | None = None) -> int:
+    parser = _tool_parser("predict.py", "P(cat) for image files and folders (searched recursively).")
+    parser.add_argument("paths", nargs="+", help="image files and/or folders")
+    parser.add_argument("--output", type=str | None, default=None, help="also write the predictions to .csv or .json")
+    parser.add_argument("--batch_size", type=int, default=256, help="images per forward pass")
+
+    def command(args: dict) -> None:
+        from .data.scan import find_images
+        from .inference import load_classifier
+        from .reports import write_predictions
+
+        output = args.get("output")
+        if output and Path(output).suffix.lower() not in (".csv", ".json"):
+            raise ConfigError(f"--output {output}: use a .csv or .json file name.")
+        missing = [p for p in args["paths"] if not Path(p).exists()]
+        if missing:
+            raise ConfigError(f"{missing[0]}: no such file or folder.")
+        paths = find_images(args["paths"])
+        if not paths:
+            raise ConfigError(f"no image files (.jpg .jpeg .png .bmp .webp) in {' '.join(args['paths'])}.")
+        predictions = load_classifier(_checkpoint(args)).predict(paths, args["batch_size"])
+        for p in predictions:
+            if p.p_cat is not None:
+                print(f"{p.path}\t{p.p_cat:.4f}\t{p.label}")
+        skipped = [p for p in predictions if p.p_cat is None]
+        for p in skipped:
+            print(f"skipped {p.path}: {p.error}", file=sys.stderr)
+        print(f"{len(predictions) - len(skipped)} predicted, {len(skipped)} skipped", file=sys.stderr)
+        if output:
+            write_predictions(predictions, output)
+            print(f"wrote {output}", file=sys.stderr)
+
+    return _run_tool(command, parser, argv)
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    parser = _tool_parser("evaluate.py", "Score a checkpoint on a labelled folder (its test/ when it has one).")
+    parser.add_argument(
+        "--data.data_dir",
+        type=str | None,
+        default=None,
+        help="labelled photos, either layout (default: the data the checkpoint was trained on)",
+    )
+    parser.add_argument(
+        "--report",
+        type=str | None,
+        default=None,
+        help="JSON report path (default: evaluation.json in the checkpoint's run directory)",
+    )
+    parser.add_argument("--errors_grid", type=str | None, default=None, help="save a picture of the worst mistakes")
+
+    def command(args: dict) -> None:
+        import json
+
+        from .checkpoints import read_checkpoint
+        from .data.synthetic import DEFAULT_BUILTIN_DIR, ensure_builtin_dataset
+        from .evaluation import evaluate_folder, evaluation_folder, format_report, save_errors_grid
+        from .inference import load_classifier
+
+        ckpt = _checkpoint(args)
+        data_dir = args["data"]["data_dir"]
+        if data_dir is None:  # the data this model was trained on
+            data_dir = read_checkpoint(ckpt).get("datamodule_hyper_parameters", {}).get("data_dir")
+            data_dir = data_dir or ensure_builtin_dataset(DEFAULT_BUILTIN_DIR)
+        report = {"checkpoint": ckpt, **evaluate_folder(load_classifier(ckpt), evaluation_folder(data_dir))}
+        print(format_report(report, ckpt))
+        path = Path(args.get("report") or (Path(ckpt).parent.parent / "evaluation.json"))
+        path.write_text(json.dumps(report, indent=2))
+        print(f"  report     {path}")
+        if args.get("errors_grid"):
+            shown = save_errors_grid(report, args["errors_grid"])
+            print(f"  errors     {args['errors_grid']} ({shown} worst mistakes)")
+
+    return _run_tool(command, parser, argv)
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    parser = _tool_parser("export.py", "Export a checkpoint to ONNX or TorchScript (outputs P(cat)).")
+    parser.add_argument("--format", type=str, default="onnx", help="onnx or torchscript")
+    parser.add_argument("--output", type=str, help="the file to write, e.g. model.onnx or model.pt")
+
+    def command(args: dict) -> None:
+        from .export import export_model
+
+        if not args.get("output"):
+            raise ConfigError("--output is required, e.g. --output model.onnx")
+        contract = export_model(_checkpoint(args), args["format"], args["output"])
+        print(f"wrote {args['output']} ({args['format']})")
+        for key, value in contract.items():
+            print(f"  {key:<10} {value}")
+
+    return _run_tool(command, parser, argv)

@@ -30,6 +30,7 @@ from .checkpoints import AtomicCheckpointIO, read_checkpoint
 from .data import CatDogDataModule
 from .errors import ConfigError, Interrupted
 from .models import CatDogClassifier
+from .visuals import TensorBoardVisuals
 
 DEFAULT_LOGS_DIR = "lightning_logs"
 DEFAULT_SEED = 42
@@ -152,7 +153,7 @@ def _write_hparams_summary(logger: TensorBoardLogger, config: dict) -> None:
 
 
 def _build_trainer(
-    run: RunDirectory, trainer_cfg: dict, callbacks: list[L.Callback]
+    run: RunDirectory, trainer_cfg: dict, callbacks: list[L.Callback], log_images: bool = True
 ) -> tuple[L.Trainer, ModelCheckpoint]:
     logger = TensorBoardLogger(save_dir=str(run.logs_dir), name="", version=run.name, default_hp_metric=False)
     best = ModelCheckpoint(
@@ -173,7 +174,7 @@ def _build_trainer(
     trainer = L.Trainer(
         **trainer_cfg,
         logger=logger,
-        callbacks=[best, last, *callbacks],
+        callbacks=[best, last, *([TensorBoardVisuals()] if log_images else []), *callbacks],
         plugins=[*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()],
         # The DataModule shards each process's images itself, without DistributedSampler's padding.
         use_distributed_sampler=False,
@@ -261,7 +262,10 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     L.seed_everything(seed, workers=True, verbose=False)
     model = CatDogClassifier(**model_cfg)
     safe_stops = SafeStops(run.last_ckpt, every_n_steps)
-    trainer, best = _build_trainer(run, dict(trainer_cfg), [EpochSeeder(seed), safe_stops, *(callbacks or [])])
+    log_images = bool(config.get("log_images", True))
+    trainer, best = _build_trainer(
+        run, dict(trainer_cfg), [EpochSeeder(seed), safe_stops, *(callbacks or [])], log_images
+    )
     # Decode (or load from cache) before fit, so data errors surface before any Lightning output
     # and before a run directory is made.
     datamodule.prepare_data()
@@ -272,6 +276,7 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
         "trainer": trainer_cfg,
         "seed_everything": seed,
         "checkpoint_every_n_steps": every_n_steps,
+        "log_images": log_images,
         "run_name": run.name,
     }
     if _is_main_process():

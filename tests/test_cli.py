@@ -100,7 +100,7 @@ def test_flags_reach_train(monkeypatch):
         (["--model.activation", "gelu"], "--model.activation"),
         (["--model.lr", "abc"], "--model.lr"),
         (["--no_such_flag", "1"], "unrecognized arguments"),
-        (["--data.data_dir", "does/not/exist"], "--data.data_dir does/not/exist does not exist"),
+        (["--data.data_dir", "does/not/exist"], "does/not/exist does not exist"),
         (["--ckpt_path", "last"], "--ckpt_path last: no checkpoints/last.ckpt"),
         (["--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
     ],

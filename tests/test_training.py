@@ -164,3 +164,24 @@ def test_corrupt_checkpoint_is_one_clear_error(tiny_config, tmp_path):
     bad.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(ConfigError, match="not a readable checkpoint"):
         train({"ckpt_path": str(bad), "logs_dir": tiny_config["logs_dir"]})
+
+
+def test_tensorboard_shows_pictures_the_confusion_matrix_the_pr_curve_and_the_graph(finished_run):
+    _, run = finished_run
+    acc = EventAccumulator(str(run), size_guidance={"images": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"val/predictions", "val/confusion_matrix"} <= set(tags["images"])
+    assert len(acc.Images("val/predictions")) == 2  # once per validation epoch
+    grid = acc.Images("val/predictions")[0]
+    assert (grid.width, grid.height) == (8 * 96, 96 + 14)  # the tiny val split's 2 cats + 2 dogs fit one row
+    assert "test/pr_curve" in tags["tensors"]
+    assert acc.SummaryMetadata("test/pr_curve").plugin_data.plugin_name == "pr_curves"
+    assert tags["graph"]
+
+
+def test_log_images_false_writes_no_pictures(tiny_config):
+    metrics = train(merge(tiny_config, {"log_images": False}))
+    acc = EventAccumulator(metrics["run_dir"])
+    acc.Reload()
+    assert not acc.Tags()["images"] and not acc.Tags()["graph"]

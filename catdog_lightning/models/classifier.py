@@ -7,8 +7,8 @@ from typing import Literal
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
+from torchmetrics import CatMetric, MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryConfusionMatrix, BinaryF1Score
 
 from ..errors import ConfigError
 from .mlp import MLP
@@ -54,6 +54,11 @@ class CatDogClassifier(L.LightningModule):
         self.train_loss = MeanMetric()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_metrics, self.test_metrics = _stage_metrics("val"), _stage_metrics("test")
+        # For TensorBoard pictures (confusion matrix, PR curve); synced across DDP processes like the rest.
+        self.val_confusion = BinaryConfusionMatrix()
+        self.test_probs, self.test_labels = CatMetric(), CatMetric()
+        self.val_confusion_last: torch.Tensor | None = None
+        self.test_outputs_last: tuple[torch.Tensor, torch.Tensor] | None = None
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so "best" survives a resume
 
@@ -84,13 +89,17 @@ class CatDogClassifier(L.LightningModule):
         loss, logits, labels = self._shared_step(batch)
         self.val_loss.update(loss, weight=len(labels))
         self.val_metrics.update(logits, labels)
+        self.val_confusion.update(logits, labels)
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
         # Computed over the whole epoch's predictions, not averaged over batches.
         if self.trainer.sanity_checking:  # a few batches of an untrained net: nothing worth reporting
             self.val_metrics.reset()
+            self.val_confusion.reset()
             return
+        self.val_confusion_last = self.val_confusion.compute().cpu()
+        self.val_confusion.reset()
         metrics = self.val_metrics.compute()
         self.val_metrics.reset()
         acc = metrics.pop("val/acc")
@@ -103,11 +112,16 @@ class CatDogClassifier(L.LightningModule):
         loss, logits, labels = self._shared_step(batch)
         self.test_loss.update(loss, weight=len(labels))
         self.test_metrics.update(logits, labels)
+        self.test_probs.update(torch.sigmoid(logits))
+        self.test_labels.update(labels)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.compute())
         self.test_metrics.reset()
+        self.test_outputs_last = (self.test_labels.compute().cpu(), self.test_probs.compute().cpu())
+        self.test_probs.reset()
+        self.test_labels.reset()
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         """P(cat) for each image."""

@@ -1,0 +1,90 @@
+"""Use a trained model: ``load_classifier(ckpt).predict(paths)``.
+
+Images go through the very decode path training used (same resize, RGB and EXIF handling, JPEG
+draft mode as the checkpoint's data settings say), so a photo gets the pixels it would have had
+as a training image.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoints import read_checkpoint
+from .data.decode import decode_many
+from .errors import ConfigError
+from .models import CatDogClassifier
+from .training import DEFAULT_LOGS_DIR, latest_run
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    p_cat: float | None  # None when the file could not be read
+    label: str | None  # "cat" (P(cat) > 0.5) or "dog"
+    error: str | None = None
+
+
+def default_checkpoint(logs_dir: str | os.PathLike = DEFAULT_LOGS_DIR) -> Path:
+    """``best.ckpt`` of the most recent run under ``logs_dir``."""
+    run = latest_run(Path(logs_dir))
+    if run is None or not run.best_ckpt.is_file():
+        raise ConfigError(
+            f"no trained run under {logs_dir}/ to take best.ckpt from; train one first "
+            "(make train) or pass --ckpt_path."
+        )
+    return run.best_ckpt
+
+
+class Classifier:
+    """A trained CatDogClassifier plus the data settings it was trained with."""
+
+    def __init__(self, model: CatDogClassifier, draft: bool = True, device: str = "cpu"):
+        self.model = model.eval().to(device)
+        self.image_size = int(model.hparams.image_size)
+        self.draft, self.device = draft, device
+
+    @torch.inference_mode()
+    def probabilities(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """P(cat) for ``N x 3 x S x S`` uint8 images."""
+        out = [
+            torch.sigmoid(self.model(chunk.to(self.device).float().div_(255))).cpu()
+            for chunk in images.split(batch_size)
+        ]
+        return torch.cat(out) if out else torch.empty(0)
+
+    def predict(self, paths: Sequence[str | os.PathLike], batch_size: int = 256) -> list[Prediction]:
+        """One :class:`Prediction` per path, in order; unreadable files get ``error`` instead of P(cat)."""
+        paths = [str(p) for p in paths]
+        images, kept, failures = decode_many(paths, self.image_size, self.draft, desc="predicting")
+        probs = self.probabilities(torch.from_numpy(images), batch_size).tolist()
+        by_index = dict(zip(kept, probs, strict=True))
+        reasons = {f.path: f.reason for f in failures}
+        return [
+            Prediction(p, by_index[i], "cat" if by_index[i] > 0.5 else "dog")
+            if i in by_index
+            else Prediction(p, None, None, reasons.get(p, "unreadable"))
+            for i, p in enumerate(paths)
+        ]
+
+
+def load_classifier(ckpt_path: str | os.PathLike | None = None, device: str = "cpu") -> Classifier:
+    """The model in ``ckpt_path`` (default: best.ckpt of the latest run), loaded safely.
+
+    Loading never runs code from the file (``weights_only=True``); a corrupt file, a pickle needing
+    more than weights, or a checkpoint of another architecture raises :class:`ConfigError`.
+    """
+    path = Path(ckpt_path) if ckpt_path else default_checkpoint()
+    saved = read_checkpoint(path)
+    try:
+        model = CatDogClassifier(**saved["hyper_parameters"])
+        model.load_state_dict(saved["state_dict"])
+    except (TypeError, RuntimeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise ConfigError(f"--ckpt_path {path}: not a checkpoint of this model ({reason}).") from None
+    draft = bool(saved.get("datamodule_hyper_parameters", {}).get("draft", True))
+    return Classifier(model, draft=draft, device=device)
