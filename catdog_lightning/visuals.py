@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Sequence
 
@@ -9,6 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from tensorboard.compat.proto.summary_pb2 import Summary
 
 GOOD, BAD = (30, 140, 60), (200, 40, 40)
 
@@ -37,7 +39,8 @@ def confusion_matrix_image(matrix: Sequence[Sequence[int]], title: str = "") -> 
     img = Image.new("RGB", (margin + 2 * cell + 10, margin + 2 * cell + 10), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     draw.text((margin, 4), title, fill=(0, 0, 0), font=font)
-    draw.text((margin, 20), "predicted: dog      cat", fill=(0, 0, 0), font=font)
+    for c, name in enumerate(["predicted dog", "predicted cat"]):
+        draw.text((margin + c * cell + 6, margin - 16), name, fill=(0, 0, 0), font=font)
     for r, name in enumerate(["true dog", "true cat"]):
         draw.text((4, margin + r * cell + cell // 2 - 6), name, fill=(0, 0, 0), font=font)
         total = max(1, sum(matrix[r]))
@@ -51,8 +54,13 @@ def confusion_matrix_image(matrix: Sequence[Sequence[int]], title: str = "") -> 
     return img
 
 
-def to_chw(img: Image.Image) -> np.ndarray:
-    return np.asarray(img).transpose(2, 0, 1)
+def add_picture(writer, tag: str, img: Image.Image, step: int) -> None:
+    """Log ``img`` as a TensorBoard image. SummaryWriter.add_image spends ~70 ms on PNG compression per
+    call, 6% of an epoch here; compression level 1 does it in a fifth of the time for a file 1% bigger."""
+    buffer = io.BytesIO()
+    img.convert("RGB").save(buffer, format="PNG", compress_level=1)
+    encoded = Summary.Image(height=img.height, width=img.width, colorspace=3, encoded_image_string=buffer.getvalue())
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=encoded)]), step)
 
 
 class TensorBoardVisuals(L.Callback):
@@ -95,11 +103,11 @@ class TensorBoardVisuals(L.Callback):
         labels = ["cat" if y == 1 else "dog" for y in self._labels.tolist()]
         captions = [f"{name} P(cat)={p:.2f}" for name, p in zip(labels, probs.tolist(), strict=True)]
         ok = [(p > 0.5) == (y == 1) for p, y in zip(probs.tolist(), self._labels.tolist(), strict=True)]
-        writer.add_image("val/predictions", to_chw(caption_grid(pixels, captions, ok)), step)
+        add_picture(writer, "val/predictions", caption_grid(pixels, captions, ok), step)
         matrix = getattr(pl_module, "val_confusion_last", None)
         if matrix is not None:
             title = f"validation, epoch {trainer.current_epoch}"
-            writer.add_image("val/confusion_matrix", to_chw(confusion_matrix_image(matrix.tolist(), title)), step)
+            add_picture(writer, "val/confusion_matrix", confusion_matrix_image(matrix.tolist(), title), step)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = self._writer(trainer)

@@ -1,0 +1,47 @@
+"""scripts/benchmark.py: the arithmetic of its table, and one real run on tiny data."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def test_benchmark_summary_and_table_from_measurements():
+    from catdog_lightning.benchmark import format_table, summarise
+
+    measured = {
+        "data_dir": "photos",
+        "epochs": 3,
+        "cache_build": {"seconds": 2.0, "images": 100, "tensor_mb": 1.2},
+        "lesson": {"epoch_s": [10.0, 12.0, 11.0], "images": 100, "peak_rss_mb": 500},
+        "project_cold": {"epoch_s": [5.0, 1.0, 1.2], "first_step_s": 4.0, "peak_rss_mb": 600},
+        "project_warm": {"epoch_s": [1.1, 1.0, 1.4], "first_step_s": 0.5, "peak_rss_mb": 550},
+        "floor": {"epoch_s": [0.9, 0.8, 1.0], "images": 90, "peak_rss_mb": 520},
+    }
+    r = summarise(measured)
+    steady = 1.1  # median of the project's epochs after the first, both runs: 1.0, 1.2, 1.0, 1.4
+    assert r["project_steady_epoch_s"] == pytest.approx(steady)
+    assert r["ratios"]["lesson_over_project"] == pytest.approx((11.0 / 100) / (steady / 90))
+    assert r["ratios"]["project_over_floor"] == pytest.approx(steady / 0.9)
+    assert r["ratios"]["lesson_epoch_over_cache_build"] == pytest.approx(11.0 / 2.0)
+    assert r["ratios"]["warm_over_cold_first_step"] == pytest.approx(0.125)
+    table = format_table(r)
+    assert "| 1. lesson as written" in table and "ratio 2/3" in table and "600 MB vs 1025 MB" in table
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs_end_to_end_on_tiny_data(tiny_dataset, tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--data_dir", str(tiny_dataset), "--epochs", "2", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert result["lesson"]["images"] == 40 and result["floor"]["images"] == 36
+    assert all(v > 0 for v in result["ratios"].values())
