@@ -1,0 +1,18 @@
+"""Folders of photos -> decoded tensors -> batches. Knows nothing of models or training."""
+
+from .datamodule import CatDogDataModule, DecodedImageDataset, SkippedFilesWarning
+from .decode import decode_image
+from .scan import CAT, DOG, scan_folder
+from .synthetic import ensure_builtin_dataset, generate_dataset
+
+__all__ = [
+    "CAT",
+    "DOG",
+    "CatDogDataModule",
+    "DecodedImageDataset",
+    "SkippedFilesWarning",
+    "decode_image",
+    "ensure_builtin_dataset",
+    "generate_dataset",
+    "scan_folder",
+]

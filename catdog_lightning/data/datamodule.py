@@ -1,0 +1,232 @@
+"""``CatDogDataModule``: labelled image folders -> decoded once -> seeded splits -> batches."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import ConfigError, DataError
+from .augment import flip_and_crop
+from .sampling import EpochShardSampler
+from .cache import DecodedImages, default_cache_dir, load_or_decode
+from .scan import CAT, ScanResult, scan_folder
+from .split import stratified_split
+from .synthetic import DEFAULT_BUILTIN_DIR, ensure_builtin_dataset
+
+SHOW_FIRST = 5  # skipped files named in a warning; the rest are counted
+
+
+class SkippedFilesWarning(UserWarning):
+    """Some files in a data folder were not used (unlabelled or unreadable)."""
+
+
+class DecodedImageDataset(Dataset):
+    """Rows of an in-memory ``uint8`` image tensor: epochs index memory, they never touch a file."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, indices: np.ndarray | None = None):
+        if indices is not None:
+            index = torch.as_tensor(indices, dtype=torch.long)
+            images, labels = images[index], labels[index]
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i]
+
+
+def _describe(paths: list[str], what: str, fix: str) -> str:
+    shown = ", ".join(paths[:SHOW_FIRST]) + (f" and {len(paths) - SHOW_FIRST} more" if len(paths) > SHOW_FIRST else "")
+    return f"Skipped {len(paths)} {what}: {shown}. {fix}"
+
+
+def _warn_skipped(scan: ScanResult, decoded: DecodedImages) -> None:
+    if scan.unlabelled:
+        warnings.warn(_describe(scan.unlabelled, "file(s) whose folder and name say neither cat nor dog",
+                                "Put them in cat/ or dog/ folders, or name them cat.N.jpg / dog.N.jpg."),
+                      SkippedFilesWarning, stacklevel=3)
+    unreadable = scan.unreadable + [f"{f.path} ({f.reason})" for f in decoded.failures]
+    if unreadable:
+        warnings.warn(_describe(unreadable, "unreadable image(s)", "The run goes on without them."),
+                      SkippedFilesWarning, stacklevel=3)
+
+
+def _class_counts(labels: torch.Tensor) -> str:
+    cats = int((labels == CAT).sum())
+    return f"{cats} cat / {len(labels) - cats} dog"
+
+
+class CatDogDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        batch_size: int = 32,
+        image_size: int = 64,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 42,
+        num_workers: int = 0,
+        augment: bool = False,
+        cache: bool = True,
+        cache_dir: str | None = None,
+        draft: bool = True,
+    ):
+        """Cat/dog photos from ``<data_dir>/train`` and, if present, ``<data_dir>/test``.
+
+        Args:
+            data_dir: folder holding train/ (and optionally test/); each in class sub-folders (cat/, dog/)
+                or flat with cat/dog in the file names. None: the built-in synthetic dataset.
+            batch_size: images per batch.
+            image_size: images are resized to image_size x image_size.
+            val_fraction: share of each class in train/ held out for validation (seeded, stratified).
+            test_fraction: share carved from train/ as the test split when there is no test/ folder.
+            split_seed: seed of the train/val(/test) split, independent of the training seed.
+            num_workers: DataLoader worker processes (0 is fastest here: batches come from memory).
+            augment: random horizontal flip and mild random resized crop of training images.
+            cache: keep decoded images on disk so later runs skip decoding.
+            cache_dir: where the decode cache lives (default ~/.cache/catdog_lightning).
+            draft: let libjpeg decode large JPEGs at reduced scale before resizing (much faster).
+        """
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"--data.batch_size must be at least 1, got {batch_size}.")
+        if image_size < 8:
+            raise ConfigError(f"--data.image_size must be at least 8, got {image_size} (the lesson uses 64).")
+        # val_fraction 0 (no validation) serves the NumPy network, which trains on all of train/ like the lesson.
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"--data.val_fraction must be in [0, 1), got {val_fraction}; try 0.1.")
+        if not 0.0 < test_fraction < 1.0:
+            raise ConfigError(f"--data.test_fraction must be between 0 and 1 (exclusive), got {test_fraction}; try 0.1.")
+        if val_fraction + test_fraction >= 1.0:
+            raise ConfigError("--data.val_fraction + --data.test_fraction must be below 1, leaving images to train on.")
+        if num_workers < 0:
+            raise ConfigError(f"--data.num_workers must be 0 or more, got {num_workers}.")
+        # Absolute, so a resumed run or evaluate.py finds the photos from any working directory.
+        data_dir = str(Path(data_dir).expanduser().absolute()) if data_dir is not None else None
+        self.save_hyperparameters()
+        self.train_set: DecodedImageDataset | None = None
+        self.val_set: DecodedImageDataset | None = None
+        self.test_set: DecodedImageDataset | None = None
+        self.test_is_carved = False
+        self.summary = ""
+        self._loaded: dict[Path, tuple[ScanResult, DecodedImages]] = {}
+
+    @property
+    def root(self) -> Path:
+        return Path(self.hparams.data_dir) if self.hparams.data_dir is not None else DEFAULT_BUILTIN_DIR
+
+    @property
+    def _cache_dir(self) -> str | None:
+        if not self.hparams.cache:
+            return None
+        return self.hparams.cache_dir or str(default_cache_dir())
+
+    def prepare_data(self) -> None:
+        """Runs once per machine: make the built-in data if needed and warm the decode cache."""
+        if self.hparams.data_dir is None:
+            ensure_builtin_dataset(DEFAULT_BUILTIN_DIR)
+        if self._cache_dir is not None and self.train_set is None:  # fit() calls this again after train()
+            for folder in self._folders():
+                self._load(folder)
+
+    def _folders(self) -> list[Path]:
+        train = self.root / "train"
+        if not self.root.is_dir():
+            raise DataError(f"--data.data_dir {self.root} does not exist; point it at a folder holding train/ "
+                            "(with cat/ and dog/ inside, or cat.N.jpg / dog.N.jpg files).")
+        if not train.is_dir():
+            raise DataError(f"--data.data_dir {self.root} has no train/ folder; put the labelled images in "
+                            f"{train}/cat and {train}/dog (or name them cat.N.jpg / dog.N.jpg).")
+        test = self.root / "test"
+        return [train, test] if test.is_dir() else [train]
+
+    def _load(self, folder: Path) -> tuple[ScanResult, DecodedImages]:
+        """Scan and decode ``folder`` once per process (prepare_data and setup share the result)."""
+        if folder not in self._loaded:
+            scan = scan_folder(folder)
+            if not scan.files:
+                raise DataError(
+                    f"No labelled images in {folder}: expected cat/ and dog/ sub-folders or file names "
+                    f"containing 'cat' or 'dog', with extensions .jpg .jpeg .png .bmp .webp."
+                )
+            size, draft = self.hparams.image_size, self.hparams.draft
+            self._loaded[folder] = scan, load_or_decode(scan.files, folder, size, draft, self._cache_dir)
+        return self._loaded[folder]
+
+    def _decode(self, folder: Path) -> DecodedImages:
+        scan, decoded = self._load(folder)
+        _warn_skipped(scan, decoded)
+        if len(decoded.labels) == 0:
+            raise DataError(f"None of the {len(scan.files)} images in {folder} could be read; see the warning above.")
+        return decoded
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:  # decoded already (train() sets up before the Trainer does)
+            return
+        folders = self._folders()
+        train = self._decode(folders[0])
+        classes = set(train.labels.tolist())
+        if len(classes) < 2:
+            only = "cat" if CAT in classes else "dog"
+            raise DataError(f"{folders[0]} holds only {only} images; a classifier needs both cats and dogs.")
+        fractions = [self.hparams.val_fraction] + ([] if len(folders) > 1 else [self.hparams.test_fraction])
+        parts = stratified_split(train.labels.numpy(), fractions, self.hparams.split_seed)
+        if any(len(p) == 0 for p, frac in zip(parts, [1.0, *fractions], strict=True) if frac > 0):
+            raise DataError(f"{folders[0]} has too few images ({len(train.labels)}) to split into train/val"
+                            f"{'' if len(folders) > 1 else '/test'}; add images or raise --data.val_fraction.")
+        self.train_set = DecodedImageDataset(train.images, train.labels, parts[0])
+        self.val_set = DecodedImageDataset(train.images, train.labels, parts[1]) if len(parts[1]) else None
+        if len(folders) > 1:
+            test = self._decode(folders[1])
+            self.test_set = DecodedImageDataset(test.images, test.labels)
+            test_note = f"test {len(self.test_set)} ({_class_counts(test.labels)}) from {folders[1]}"
+        else:
+            self.test_set = DecodedImageDataset(train.images, train.labels, parts[2])
+            self.test_is_carved = True
+            test_note = (f"test {len(self.test_set)} carved from train/ (no {self.root / 'test'} folder; "
+                         f"--data.test_fraction {self.hparams.test_fraction})")
+        source = "cache" if train.from_cache else "decoded"
+        self.summary = (f"Data: {len(train.labels)} images in {folders[0]} ({_class_counts(train.labels)}, {source}) "
+                        f"-> train {len(self.train_set)} / val {len(self.val_set or [])}; {test_note}")
+        self._loaded.clear()  # the datasets hold what they need; free the rest
+
+    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("CatDogDataModule.setup() must run before asking for a dataloader")
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        # seed_everything() publishes the run's seed in PL_GLOBAL_SEED, in every DDP process too.
+        seed = int(os.environ.get("PL_GLOBAL_SEED", self.hparams.split_seed))
+        sampler = EpochShardSampler(len(dataset), shuffle=train, seed=seed, rank=rank, world=world, even=train)
+        workers = self.hparams.num_workers
+        # Its own generator: creating an iterator would otherwise draw from the global RNG, and when
+        # that happens relative to the epoch's reseed differs between a resumed and an unbroken run.
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=workers,
+                          persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """uint8 -> float in [0, 1] on the target device (4x less to copy), then augment training batches."""
+        images, labels = batch
+        images = images.float().div_(255.0)
+        if self.hparams.augment and self.trainer is not None and self.trainer.training:
+            images = flip_and_crop(images)
+        return images, labels

@@ -1,0 +1,115 @@
+"""Decode image files into fixed-size RGB ``uint8`` arrays, once, on every core.
+
+Every photo goes through :func:`decode_image`, for training and prediction alike, so a model
+always sees pixels prepared the same way: EXIF orientation applied, any mode converted to RGB
+(transparency over white, 16-bit scaled to 8-bit), then resized to ``size x size``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+from tqdm.auto import tqdm
+
+# Pool chunks: big enough to amortise the inter-process hop, small enough for a smooth progress bar.
+_CHUNK = 64
+PROGRESS_BAR_FROM = 300  # images; below this a bar is noise
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+@dataclass(frozen=True)
+class DecodeFailure:
+    path: str
+    reason: str
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in _SIXTEEN_BIT_MODES:
+        # PIL's own convert("L") clips 16-bit values at 255 (a white picture); scale instead.
+        wide = np.asarray(img, dtype=np.float32) / 257.0
+        img = Image.fromarray(np.clip(wide, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_image(path: str | os.PathLike, size: int, draft: bool = True) -> np.ndarray:
+    """Read one image as a ``size x size x 3`` uint8 RGB array.
+
+    ``draft`` lets libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale (never below ``size``) before the
+    final resize: several times faster on photos, with no loss at the small sizes we train at.
+    Raises on anything unreadable, including images over PIL's decompression-bomb limit, which is
+    checked from the header before any pixel is decoded.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            if draft:
+                img.draft("RGB", (size, size))
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+
+
+def _decode_chunk(paths: Sequence[str], size: int, draft: bool) -> list[np.ndarray | DecodeFailure]:
+    out: list[np.ndarray | DecodeFailure] = []
+    for path in paths:
+        try:
+            out.append(decode_image(path, size, draft))
+        except Exception as exc:  # any unreadable file is reported, never fatal
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            out.append(DecodeFailure(path, f"{type(exc).__name__}: {reason}"[:200]))
+    return out
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def decode_many(
+    paths: Sequence[str], size: int, draft: bool = True, workers: int | None = None, desc: str = "decoding"
+) -> tuple[np.ndarray, list[int], list[DecodeFailure]]:
+    """Decode ``paths`` in parallel.
+
+    Returns ``(images, kept, failures)``: images is ``K x 3 x size x size`` uint8 in the order of
+    ``paths`` with failures left out, ``kept`` the indices into ``paths`` of those K images.
+    """
+    workers = available_cores() if workers is None else workers
+    chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=len(paths) < PROGRESS_BAR_FROM)
+    results: list[np.ndarray | DecodeFailure] = []
+    if workers <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            results += _decode_chunk(chunk, size, draft)
+            bar.update(len(chunk))
+    else:
+        # fork: workers start in milliseconds and need nothing pickled but file names.
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+        with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx) as pool:
+            futures = [pool.submit(_decode_chunk, chunk, size, draft) for chunk in chunks]
+            for future, chunk in zip(futures, chunks):
+                results += future.result()
+                bar.update(len(chunk))
+    bar.close()
+    kept = [i for i, r in enumerate(results) if not isinstance(r, DecodeFailure)]
+    failures = [r for r in results if isinstance(r, DecodeFailure)]
+    images = np.empty((len(kept), 3, size, size), dtype=np.uint8)
+    for row, i in enumerate(kept):
+        images[row] = results[i].transpose(2, 0, 1)
+    return images, kept, failures
