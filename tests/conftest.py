@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from PIL import Image
 
 from catdog_lightning.data.synthetic import generate_dataset
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "catdog-a"
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = ROOT.parent / "shared" / "data" / "catdog-a"
 requires_real_data = pytest.mark.skipif(not (REAL_DATA / "train").is_dir(), reason=f"real photos not at {REAL_DATA}")
 
 
@@ -41,16 +43,10 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return generate_dataset(root, n_train=40, n_test=16, seed=3)
 
 
-@pytest.fixture
-def tiny_config(tiny_dataset, tmp_path) -> dict:
-    """A train() config that fits in a few seconds on a CPU."""
+def make_tiny_config(data_dir: Path, tmp: Path) -> dict:
+    """A train() config that fits in a few seconds on a CPU: 16x16 images, a [16, 8] MLP, 2 epochs."""
     return {
-        "data": {
-            "data_dir": str(tiny_dataset),
-            "image_size": 16,
-            "batch_size": 8,
-            "cache_dir": str(tmp_path / "cache"),
-        },
+        "data": {"data_dir": str(data_dir), "image_size": 16, "batch_size": 8, "cache_dir": str(tmp / "cache")},
         "model": {"hidden_dims": [16, 8]},
         "trainer": {
             "max_epochs": 2,
@@ -60,8 +56,37 @@ def tiny_config(tiny_dataset, tmp_path) -> dict:
             "enable_model_summary": False,
         },
         "seed_everything": 7,
-        "logs_dir": str(tmp_path / "logs"),
+        "logs_dir": str(tmp / "logs"),
     }
+
+
+@pytest.fixture
+def tiny_config(tiny_dataset, tmp_path) -> dict:
+    return make_tiny_config(tiny_dataset, tmp_path)
+
+
+def train_script(config: dict, *flags: str) -> list[str]:
+    """The command line running scripts/train.py on ``config``'s data, model size and logs folder."""
+    data = config["data"]
+    return [
+        sys.executable,
+        str(ROOT / "scripts" / "train.py"),
+        "--data.data_dir",
+        data["data_dir"],
+        "--data.image_size",
+        str(data["image_size"]),
+        "--data.cache_dir",
+        data["cache_dir"],
+        "--model.hidden_dims",
+        str(config["model"]["hidden_dims"]),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--logs_dir",
+        config["logs_dir"],
+        *flags,
+    ]
 
 
 def pixels(seed: int, size=(24, 24)) -> np.ndarray:

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import train_script
 
 from catdog_lightning.checkpoints import AtomicCheckpointIO, read_checkpoint
 from catdog_lightning.training import merge, train
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # Runs train(config) from JSON; KILL_ON_LAST_RENAME=n SIGKILLs the process on its n-th last.ckpt save,
 # after the new file is written and fsynced but before it is renamed over the old one.
@@ -107,29 +106,7 @@ def test_kill_9_at_several_moments_then_resume_each_time(tiny_config, tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_sigint_save_last_ckpt_and_say_how_to_resume(tiny_config, tmp_path, signum):
-    data = tiny_config["data"]
-    args = [
-        sys.executable,
-        str(ROOT / "scripts" / "train.py"),
-        "--data.data_dir",
-        data["data_dir"],
-        "--data.image_size",
-        "16",
-        "--data.cache_dir",
-        data["cache_dir"],
-        "--model.hidden_dims",
-        "[16, 8]",
-        "--trainer.max_epochs",
-        "5000",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--logs_dir",
-        tiny_config["logs_dir"],
-        "--run_name",
-        "sig",
-    ]
+    args = train_script(tiny_config, "--trainer.max_epochs", "5000", "--run_name", "sig")
     proc = start(args, tmp_path)
     last = Path(tiny_config["logs_dir"]) / "sig" / "checkpoints" / "last.ckpt"
     wait_for(last, proc)

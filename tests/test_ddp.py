@@ -2,17 +2,16 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import train_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from catdog_lightning.training import evaluate_checkpoint, merge, train
 
 pytestmark = pytest.mark.slow  # each test starts several 2-process groups (~20-60 s)
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU1 = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 CPU2 = {"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn", "enable_progress_bar": False}
 
@@ -50,29 +49,7 @@ def test_ddp_spawn_training_writes_one_run(odd_config):
 
 
 def test_train_script_under_ddp_and_its_resume(tiny_config, tmp_path):
-    data = tiny_config["data"]
-    base = [
-        sys.executable,
-        str(ROOT / "scripts" / "train.py"),
-        "--data.data_dir",
-        data["data_dir"],
-        "--data.image_size",
-        "16",
-        "--data.cache_dir",
-        data["cache_dir"],
-        "--model.hidden_dims",
-        "[16, 8]",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.devices",
-        "2",
-        "--trainer.strategy",
-        "ddp",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--logs_dir",
-        tiny_config["logs_dir"],
-    ]
+    base = train_script(tiny_config, "--trainer.devices", "2", "--trainer.strategy", "ddp")
 
     def run(*args):
         out = subprocess.run(base + list(args), capture_output=True, text=True, cwd=tmp_path, timeout=300)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import make_tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from catdog_lightning.errors import ConfigError
@@ -26,20 +27,7 @@ def with_(config, **sections):
 @pytest.fixture(scope="module")
 def finished_run(tiny_dataset, tmp_path_factory):
     """One 2-epoch run shared by the read-only tests below."""
-    tmp = tmp_path_factory.mktemp("run")
-    config = {
-        "data": {"data_dir": str(tiny_dataset), "image_size": 16, "batch_size": 8, "cache_dir": str(tmp / "cache")},
-        "model": {"hidden_dims": [16, 8]},
-        "trainer": {
-            "max_epochs": 2,
-            "accelerator": "cpu",
-            "devices": 1,
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-        },
-        "seed_everything": 7,
-        "logs_dir": str(tmp / "logs"),
-    }
+    config = make_tiny_config(tiny_dataset, tmp_path_factory.mktemp("run"))
     metrics = train(config)
     return metrics, Path(metrics["run_dir"])
 

@@ -11,7 +11,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import write_image
+from conftest import make_tiny_config, write_image
 from PIL import Image
 
 from catdog_lightning import load_classifier
@@ -20,7 +20,7 @@ from catdog_lightning.data import CatDogDataModule, scan_folder
 from catdog_lightning.data.decode import decode_many
 from catdog_lightning.errors import ConfigError
 from catdog_lightning.models import CatDogClassifier
-from catdog_lightning.training import train
+from catdog_lightning.training import merge, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,15 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trained")
-    metrics = train(
-        {
-            "data": {"data_dir": str(tiny_dataset), "image_size": 16, "batch_size": 8, "cache_dir": str(tmp / "cache")},
-            "model": {"hidden_dims": [16, 8]},
-            "trainer": {"max_epochs": 3, "accelerator": "cpu", "devices": 1, "enable_progress_bar": False},
-            "seed_everything": 1,
-            "logs_dir": str(tmp / "logs"),
-        }
-    )
+    metrics = train(merge(make_tiny_config(tiny_dataset, tmp), {"trainer": {"max_epochs": 3}, "seed_everything": 1}))
     return Path(metrics["best_checkpoint"]), tmp / "logs", metrics
 
 
