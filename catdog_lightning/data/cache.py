@@ -74,7 +74,7 @@ def _read_cache(path: Path, key: str) -> DecodedImages | None:
         return None
     if not valid:
         return None
-    failures = [DecodeFailure(p, r) for p, r in zip(blob["failed_paths"], blob["failed_reasons"])]
+    failures = [DecodeFailure(p, r) for p, r in zip(blob["failed_paths"], blob["failed_reasons"], strict=True)]
     return DecodedImages(images, labels, list(blob["paths"]), failures, from_cache=True)
 
 

@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError, DataError
 from .augment import flip_and_crop
-from .sampling import EpochShardSampler
 from .cache import DecodedImages, default_cache_dir, load_or_decode
+from .sampling import EpochShardSampler
 from .scan import CAT, ScanResult, scan_folder
 from .split import stratified_split
 from .synthetic import DEFAULT_BUILTIN_DIR, ensure_builtin_dataset
@@ -49,13 +49,22 @@ def _describe(paths: list[str], what: str, fix: str) -> str:
 
 def _warn_skipped(scan: ScanResult, decoded: DecodedImages) -> None:
     if scan.unlabelled:
-        warnings.warn(_describe(scan.unlabelled, "file(s) whose folder and name say neither cat nor dog",
-                                "Put them in cat/ or dog/ folders, or name them cat.N.jpg / dog.N.jpg."),
-                      SkippedFilesWarning, stacklevel=3)
+        warnings.warn(
+            _describe(
+                scan.unlabelled,
+                "file(s) whose folder and name say neither cat nor dog",
+                "Put them in cat/ or dog/ folders, or name them cat.N.jpg / dog.N.jpg.",
+            ),
+            SkippedFilesWarning,
+            stacklevel=3,
+        )
     unreadable = scan.unreadable + [f"{f.path} ({f.reason})" for f in decoded.failures]
     if unreadable:
-        warnings.warn(_describe(unreadable, "unreadable image(s)", "The run goes on without them."),
-                      SkippedFilesWarning, stacklevel=3)
+        warnings.warn(
+            _describe(unreadable, "unreadable image(s)", "The run goes on without them."),
+            SkippedFilesWarning,
+            stacklevel=3,
+        )
 
 
 def _class_counts(labels: torch.Tensor) -> str:
@@ -103,7 +112,9 @@ class CatDogDataModule(L.LightningDataModule):
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"--data.val_fraction must be in [0, 1), got {val_fraction}; try 0.1.")
         if not 0.0 < test_fraction < 1.0:
-            raise ConfigError(f"--data.test_fraction must be between 0 and 1 (exclusive), got {test_fraction}; try 0.1.")
+            raise ConfigError(
+                f"--data.test_fraction must be between 0 and 1 (exclusive), got {test_fraction}; try 0.1."
+            )
         if val_fraction + test_fraction >= 1.0:
             raise ConfigError("--data.val_fraction + --data.test_fraction must be below 1, leaving images to train on.")
         if num_workers < 0:
@@ -139,11 +150,15 @@ class CatDogDataModule(L.LightningDataModule):
     def _folders(self) -> list[Path]:
         train = self.root / "train"
         if not self.root.is_dir():
-            raise DataError(f"--data.data_dir {self.root} does not exist; point it at a folder holding train/ "
-                            "(with cat/ and dog/ inside, or cat.N.jpg / dog.N.jpg files).")
+            raise DataError(
+                f"--data.data_dir {self.root} does not exist; point it at a folder holding train/ "
+                "(with cat/ and dog/ inside, or cat.N.jpg / dog.N.jpg files)."
+            )
         if not train.is_dir():
-            raise DataError(f"--data.data_dir {self.root} has no train/ folder; put the labelled images in "
-                            f"{train}/cat and {train}/dog (or name them cat.N.jpg / dog.N.jpg).")
+            raise DataError(
+                f"--data.data_dir {self.root} has no train/ folder; put the labelled images in "
+                f"{train}/cat and {train}/dog (or name them cat.N.jpg / dog.N.jpg)."
+            )
         test = self.root / "test"
         return [train, test] if test.is_dir() else [train]
 
@@ -179,8 +194,10 @@ class CatDogDataModule(L.LightningDataModule):
         fractions = [self.hparams.val_fraction] + ([] if len(folders) > 1 else [self.hparams.test_fraction])
         parts = stratified_split(train.labels.numpy(), fractions, self.hparams.split_seed)
         if any(len(p) == 0 for p, frac in zip(parts, [1.0, *fractions], strict=True) if frac > 0):
-            raise DataError(f"{folders[0]} has too few images ({len(train.labels)}) to split into train/val"
-                            f"{'' if len(folders) > 1 else '/test'}; add images or raise --data.val_fraction.")
+            raise DataError(
+                f"{folders[0]} has too few images ({len(train.labels)}) to split into train/val"
+                f"{'' if len(folders) > 1 else '/test'}; add images or raise --data.val_fraction."
+            )
         self.train_set = DecodedImageDataset(train.images, train.labels, parts[0])
         self.val_set = DecodedImageDataset(train.images, train.labels, parts[1]) if len(parts[1]) else None
         if len(folders) > 1:
@@ -190,11 +207,15 @@ class CatDogDataModule(L.LightningDataModule):
         else:
             self.test_set = DecodedImageDataset(train.images, train.labels, parts[2])
             self.test_is_carved = True
-            test_note = (f"test {len(self.test_set)} carved from train/ (no {self.root / 'test'} folder; "
-                         f"--data.test_fraction {self.hparams.test_fraction})")
+            test_note = (
+                f"test {len(self.test_set)} carved from train/ (no {self.root / 'test'} folder; "
+                f"--data.test_fraction {self.hparams.test_fraction})"
+            )
         source = "cache" if train.from_cache else "decoded"
-        self.summary = (f"Data: {len(train.labels)} images in {folders[0]} ({_class_counts(train.labels)}, {source}) "
-                        f"-> train {len(self.train_set)} / val {len(self.val_set or [])}; {test_note}")
+        self.summary = (
+            f"Data: {len(train.labels)} images in {folders[0]} ({_class_counts(train.labels)}, {source}) "
+            f"-> train {len(self.train_set)} / val {len(self.val_set or [])}; {test_note}"
+        )
         self._loaded.clear()  # the datasets hold what they need; free the rest
 
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
@@ -208,8 +229,14 @@ class CatDogDataModule(L.LightningDataModule):
         workers = self.hparams.num_workers
         # Its own generator: creating an iterator would otherwise draw from the global RNG, and when
         # that happens relative to the epoch's reseed differs between a resumed and an unbroken run.
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, sampler=sampler, num_workers=workers,
-                          persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

@@ -103,7 +103,7 @@ def decode_many(
         ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
         with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx) as pool:
             futures = [pool.submit(_decode_chunk, chunk, size, draft) for chunk in chunks]
-            for future, chunk in zip(futures, chunks):
+            for future, chunk in zip(futures, chunks, strict=True):
                 results += future.result()
                 bar.update(len(chunk))
     bar.close()

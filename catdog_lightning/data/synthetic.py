@@ -67,14 +67,20 @@ def _draw_animal(img: Image.Image, is_cat: bool, rng: np.random.Generator) -> No
         draw.polygon(_rotate(points, (cx, cy), tilt), fill=fill)
 
     def blob(x: float, y: float, rx: float, ry: float, fill: tuple[int, int, int]) -> None:
-        (px, py), = _rotate([(x, y)], (cx, cy), tilt)
+        ((px, py),) = _rotate([(x, y)], (cx, cy), tilt)
         draw.ellipse([px - rx, py - ry, px + rx, py + ry], fill=fill)
 
     if is_cat:  # pointed ears standing up
         for side in (-1, 1):
             base = cx + side * r * rng.uniform(0.35, 0.6)
-            poly([(base - 0.45 * r, cy - 0.55 * r), (base + 0.45 * r, cy - 0.55 * r),
-                  (base + side * 0.25 * r, cy - r * rng.uniform(1.35, 1.7))], dark)
+            poly(
+                [
+                    (base - 0.45 * r, cy - 0.55 * r),
+                    (base + 0.45 * r, cy - 0.55 * r),
+                    (base + side * 0.25 * r, cy - r * rng.uniform(1.35, 1.7)),
+                ],
+                dark,
+            )
     else:  # floppy ears hanging beside the head
         for side in (-1, 1):
             blob(cx + side * r * 0.95, cy + r * 0.15, r * 0.32, r * rng.uniform(0.6, 0.85), dark)
