@@ -60,6 +60,12 @@ def build_parser() -> ArgumentParser:
         help="also rewrite last.ckpt every N training steps, for long epochs (0 = off)",
     )
     parser.add_argument(
+        "--early_stopping_patience",
+        type=int,
+        default=0,
+        help="stop after N epochs without a better val/acc (0 = off)",
+    )
+    parser.add_argument(
         "--log_images",
         type=bool,
         default=True,

@@ -18,7 +18,7 @@ from typing import Any
 
 import lightning as L
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -37,7 +37,13 @@ DEFAULT_SEED = 42
 # Our defaults where they differ from Lightning's (its max_epochs is 1000).
 TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 20, "accelerator": "auto", "devices": "auto"}
 # Settings a resumed run cannot change: its weights have this shape.
-SHAPE_KEYS = (("model", "hidden_dims"), ("model", "activation"), ("data", "image_size"))
+SHAPE_KEYS = (
+    ("model", "arch"),
+    ("model", "hidden_dims"),
+    ("model", "activation"),
+    ("model", "channels"),
+    ("data", "image_size"),
+)
 HPARAM_METRICS = ("val/acc", "val/acc_best", "val/loss", "test/acc")
 RUN_NAME_ENV = "CATDOG_RUN_NAME"  # how DDP processes started by Lightning learn the run directory
 
@@ -153,7 +159,11 @@ def _write_hparams_summary(logger: TensorBoardLogger, config: dict) -> None:
 
 
 def _build_trainer(
-    run: RunDirectory, trainer_cfg: dict, callbacks: list[L.Callback], log_images: bool = True
+    run: RunDirectory,
+    trainer_cfg: dict,
+    callbacks: list[L.Callback],
+    log_images: bool = True,
+    early_stopping_patience: int = 0,
 ) -> tuple[L.Trainer, ModelCheckpoint]:
     logger = TensorBoardLogger(save_dir=str(run.logs_dir), name="", version=run.name, default_hp_metric=False)
     best = ModelCheckpoint(
@@ -174,7 +184,17 @@ def _build_trainer(
     trainer = L.Trainer(
         **trainer_cfg,
         logger=logger,
-        callbacks=[best, last, *([TensorBoardVisuals()] if log_images else []), *callbacks],
+        callbacks=[
+            best,
+            last,
+            *([TensorBoardVisuals()] if log_images else []),
+            *(
+                [EarlyStopping("val/acc", mode="max", patience=early_stopping_patience)]
+                if early_stopping_patience
+                else []
+            ),
+            *callbacks,
+        ],
         plugins=[*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()],
         # The DataModule shards each process's images itself, without DistributedSampler's padding.
         use_distributed_sampler=False,
@@ -263,8 +283,11 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     model = CatDogClassifier(**model_cfg)
     safe_stops = SafeStops(run.last_ckpt, every_n_steps)
     log_images = bool(config.get("log_images", True))
+    patience = int(config.get("early_stopping_patience") or 0)
+    if patience < 0:
+        raise ConfigError(f"--early_stopping_patience must be 0 (off) or more, got {patience}.")
     trainer, best = _build_trainer(
-        run, dict(trainer_cfg), [EpochSeeder(seed), safe_stops, *(callbacks or [])], log_images
+        run, dict(trainer_cfg), [EpochSeeder(seed), safe_stops, *(callbacks or [])], log_images, patience
     )
     # Decode (or load from cache) before fit, so data errors surface before any Lightning output
     # and before a run directory is made.
@@ -277,6 +300,7 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
         "seed_everything": seed,
         "checkpoint_every_n_steps": every_n_steps,
         "log_images": log_images,
+        "early_stopping_patience": patience,
         "run_name": run.name,
     }
     if _is_main_process():

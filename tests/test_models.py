@@ -83,4 +83,32 @@ def test_hyperparameters_are_primitives():
         "dropout": 0.0,
         "lr": 1e-3,
         "weight_decay": 0.0,
+        "arch": "mlp",
+        "channels": [32, 64, 128, 256],
+        "scheduler": "none",
     }
+
+
+@pytest.mark.parametrize("size", [8, 16, 33, 64, 96])
+def test_cnn_works_at_any_image_size(size):
+    from catdog_lightning.models import SmallCNN
+
+    net = SmallCNN(channels=[4, 8, 8, 16]).eval()
+    assert net(torch.rand(3, 3, size, size)).shape == (3,)
+
+
+def test_cnn_training_step_lowers_the_loss_and_hparams_stay_primitive():
+    torch.manual_seed(0)
+    model = CatDogClassifier(image_size=16, arch="cnn", channels=[4, 8])
+    assert type(model.net).__name__ == "SmallCNN" and model.hparams.arch == "cnn"
+    batch = (torch.rand(16, 3, 16, 16), torch.randint(0, 2, (16,)))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    before = model._shared_step(batch)[0].item()
+    for _ in range(10):
+        opt.zero_grad()
+        model._shared_step(batch)[0].backward()
+        opt.step()
+    assert model._shared_step(batch)[0].item() < before
+    with pytest.raises(ConfigError, match="--model.channels"):
+        CatDogClassifier(arch="cnn", channels=[])

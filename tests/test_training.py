@@ -173,3 +173,41 @@ def test_log_images_false_writes_no_pictures(tiny_config):
     acc = EventAccumulator(metrics["run_dir"])
     acc.Reload()
     assert not acc.Tags()["images"] and not acc.Tags()["graph"]
+
+
+def test_cnn_fit_with_cosine_schedule_through_train(tiny_config):
+    metrics = train(merge(tiny_config, {"model": {"arch": "cnn", "channels": [4, 8], "scheduler": "cosine"}}))
+    model = CatDogClassifier.load_from_checkpoint(metrics["best_checkpoint"], weights_only=True)
+    assert type(model.net).__name__ == "SmallCNN" and 0 <= metrics["test/acc"] <= 1
+    saved = torch.load(metrics["best_checkpoint"], weights_only=True)
+    assert saved["lr_schedulers"][0]["T_max"] == 2
+
+
+def test_onecycle_schedule_and_early_stopping_reach_the_trainer(tiny_config):
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    seen = {}
+
+    class Inspect(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen["stopper"] = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]
+            seen["scheduler"] = trainer.lr_scheduler_configs[0]
+
+    train(
+        merge(
+            tiny_config,
+            {"model": {"scheduler": "onecycle"}, "early_stopping_patience": 3, "trainer": {"max_epochs": 3}},
+        ),
+        callbacks=[Inspect()],
+    )
+    (stopper,) = seen["stopper"]
+    assert stopper.monitor == "val/acc" and stopper.mode == "max" and stopper.patience == 3
+    assert type(seen["scheduler"].scheduler).__name__ == "OneCycleLR" and seen["scheduler"].interval == "step"
+    assert seen["scheduler"].scheduler.total_steps == 3 * 5  # 36 training images / batch 8 = 5 steps a epoch
+
+
+def test_resume_refuses_a_different_architecture(tiny_config):
+    train(tiny_config)
+    with pytest.raises(ConfigError, match="--model.arch cnn differs"):
+        train({"ckpt_path": "last", "model": {"arch": "cnn"}, "logs_dir": tiny_config["logs_dir"]})
