@@ -16,7 +16,7 @@ from torchmetrics.functional.classification import (
 )
 
 from .data.decode import decode_image
-from .data.scan import CAT, scan_folder
+from .data.scan import CAT, scan_labelled_folder
 from .errors import DataError
 from .inference import Classifier
 from .visuals import caption_grid
@@ -32,11 +32,7 @@ def evaluation_folder(data_dir: str | os.PathLike) -> Path:
 
 def evaluate_folder(classifier: Classifier, folder: str | os.PathLike) -> dict:
     """Accuracy, precision, recall, F1, AUROC, confusion matrix and misclassified files (worst first)."""
-    scan = scan_folder(folder)
-    if not scan.files:
-        raise DataError(
-            f"No labelled images in {folder}: put them in cat/ and dog/ folders or name them cat.N.jpg / dog.N.jpg."
-        )
+    scan = scan_labelled_folder(folder)
     predictions = classifier.predict([f.path for f in scan.files])
     scored = [(p, f.label) for p, f in zip(predictions, scan.files, strict=True) if p.p_cat is not None]
     if not scored:

@@ -228,6 +228,14 @@ def _quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
+def _count_flag(config: dict, name: str) -> int:
+    """A top-level count flag where 0 means off."""
+    value = int(config.get(name) or 0)
+    if value < 0:
+        raise ConfigError(f"--{name} must be 0 (off) or more, got {value}.")
+    return value
+
+
 def _is_main_process() -> bool:
     """Before fit, DDP ranks are known only from the environment the launcher set."""
     return rank_zero_only.rank == 0
@@ -270,9 +278,7 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     data_cfg = dict(config.get("data") or {})
     model_cfg = dict(config.get("model") or {})
     trainer_cfg = {**TRAINER_DEFAULTS, **(config.get("trainer") or {})}
-    every_n_steps = int(config.get("checkpoint_every_n_steps") or 0)
-    if every_n_steps < 0:
-        raise ConfigError(f"--checkpoint_every_n_steps must be 0 (off) or more, got {every_n_steps}.")
+    every_n_steps = _count_flag(config, "checkpoint_every_n_steps")
 
     datamodule = CatDogDataModule(**data_cfg)
     if datamodule.hparams.val_fraction == 0:
@@ -283,9 +289,7 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     model = CatDogClassifier(**model_cfg)
     safe_stops = SafeStops(run.last_ckpt, every_n_steps)
     log_images = bool(config.get("log_images", True))
-    patience = int(config.get("early_stopping_patience") or 0)
-    if patience < 0:
-        raise ConfigError(f"--early_stopping_patience must be 0 (off) or more, got {patience}.")
+    patience = _count_flag(config, "early_stopping_patience")
     trainer, best = _build_trainer(
         run, dict(trainer_cfg), [EpochSeeder(seed), safe_stops, *(callbacks or [])], log_images, patience
     )

@@ -15,7 +15,7 @@ from ..errors import ConfigError, DataError
 from .augment import flip_and_crop
 from .cache import DecodedImages, default_cache_dir, load_or_decode
 from .sampling import EpochShardSampler
-from .scan import CAT, ScanResult, scan_folder
+from .scan import CAT, ScanResult, scan_labelled_folder
 from .split import stratified_split
 from .synthetic import DEFAULT_BUILTIN_DIR, ensure_builtin_dataset
 
@@ -165,12 +165,7 @@ class CatDogDataModule(L.LightningDataModule):
     def _load(self, folder: Path) -> tuple[ScanResult, DecodedImages]:
         """Scan and decode ``folder`` once per process (prepare_data and setup share the result)."""
         if folder not in self._loaded:
-            scan = scan_folder(folder)
-            if not scan.files:
-                raise DataError(
-                    f"No labelled images in {folder}: expected cat/ and dog/ sub-folders or file names "
-                    f"containing 'cat' or 'dog', with extensions .jpg .jpeg .png .bmp .webp."
-                )
+            scan = scan_labelled_folder(folder)
             size, draft = self.hparams.image_size, self.hparams.draft
             self._loaded[folder] = scan, load_or_decode(scan.files, folder, size, draft, self._cache_dir)
         return self._loaded[folder]

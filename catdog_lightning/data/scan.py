@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from ..errors import DataError
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 CAT, DOG = 1, 0
 _FOLDER_LABELS = {"cat": CAT, "cats": CAT, "dog": DOG, "dogs": DOG}
@@ -90,6 +92,17 @@ def scan_folder(root: str | os.PathLike) -> ScanResult:
                 continue
             result.files.append(ImageFile(path, label, st.st_size, st.st_mtime_ns))
     result.files.sort(key=lambda f: f.path)
+    return result
+
+
+def scan_labelled_folder(root: str | os.PathLike) -> ScanResult:
+    """:func:`scan_folder`, or a :class:`DataError` naming the folder when it holds no labelled image."""
+    result = scan_folder(root)
+    if not result.files:
+        raise DataError(
+            f"No labelled images in {root}: expected cat/ and dog/ sub-folders or file names "
+            f"containing 'cat' or 'dog', with extensions .jpg .jpeg .png .bmp .webp."
+        )
     return result
 
 
