@@ -19,63 +19,23 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from .data import CatDogDataModule, scan_folder
 from .data.cache import load_or_decode
+from .lesson import BATCH, IMAGE_SIZE, LessonDataset, fit_epochs
 from .models import MLP
-
-IMAGE_SIZE, BATCH, LR = 64, 32, 1e-3
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _fit_epochs(net: nn.Module, batches, epochs: int, fused: bool) -> list[float]:
-    """The lesson's loop: BCE on logits, Adam, one pass over ``batches()`` per epoch; seconds per epoch.
-
-    ``fused=False`` is Adam as the lesson wrote it; ``True`` is the fused Adam this project trains with.
-    """
-    opt = torch.optim.Adam(net.parameters(), lr=LR, fused=fused)
-    loss_fn = nn.BCEWithLogitsLoss()
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        for images, labels in batches():
-            loss = loss_fn(net(images), labels.float())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-class _LessonDataset(Dataset):
-    """As the lesson wrote it: open, convert, resize and tensorise every file, every epoch."""
-
-    def __init__(self, files):
-        from torchvision import transforms
-
-        self.files = files
-        self.transform = transforms.Compose([transforms.Resize((IMAGE_SIZE, IMAGE_SIZE)), transforms.ToTensor()])
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        from PIL import Image
-
-        with Image.open(self.files[i].path) as img:
-            return self.transform(img.convert("RGB")), self.files[i].label
-
-
 def phase_lesson(data_dir: str, epochs: int, **_) -> dict:
     files = scan_folder(Path(data_dir) / "train").files
-    loader = DataLoader(_LessonDataset(files), batch_size=BATCH, shuffle=True)
+    loader = DataLoader(LessonDataset(files), batch_size=BATCH, shuffle=True)
     torch.manual_seed(0)
-    times = _fit_epochs(MLP(IMAGE_SIZE), lambda: loader, epochs, fused=False)
+    times = fit_epochs(MLP(IMAGE_SIZE), lambda: loader, epochs, fused=False)
     return {"epoch_s": times, "images": len(files)}
 
 
@@ -99,7 +59,7 @@ def phase_floor(data_dir: str, epochs: int, cache_dir: str, **_) -> dict:
             yield images[idx], labels[idx]
 
     torch.manual_seed(0)
-    return {"epoch_s": _fit_epochs(MLP(IMAGE_SIZE), batches, epochs, fused=True), "images": n}
+    return {"epoch_s": fit_epochs(MLP(IMAGE_SIZE), batches, epochs, fused=True), "images": n}
 
 
 def phase_cache_build(data_dir: str, cache_dir: str, **_) -> dict:

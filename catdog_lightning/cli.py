@@ -135,7 +135,7 @@ def build_numpy_parser() -> ArgumentParser:
     )
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML config file")
     # Same folders, image size and split as train.py; batching and augmentation are the network's own here.
-    parser.add_class_arguments(CatDogDataModule, "data", skip={"batch_size", "num_workers", "augment"})
+    parser.add_class_arguments(CatDogDataModule, "data", skip={"batch_size", "num_workers", "augment", "normalize"})
     flags = [
         ("layer_dims", list[int], "input size (3 * image_size^2), hidden sizes, then 1"),
         ("activations", str | list[str], "hidden activation(s), relu, tanh or sigmoid: one, or one per hidden layer"),
@@ -157,6 +157,38 @@ def numpy_main(argv: Sequence[str] | None = None) -> int:
     from .numpy_training import train_numpy
 
     return run_cli(train_numpy, argv, build_numpy_parser())
+
+
+def build_lesson_parser() -> ArgumentParser:
+    from .lesson import EPOCHS
+    from .training import DEFAULT_LOGS_DIR
+
+    parser = ArgumentParser(
+        prog="lesson.py",
+        description="Run the lesson's PyTorch program as written (decode every photo every epoch, MLP, BCE, "
+        "Adam 1e-3, batch 32, 200 epochs on all of train/) and report its accuracy on test/.",
+        exit_on_error=False,
+    )
+    parser.add_argument(
+        "--data_dir", type=str | None, default=None, help="folder with train/ and test/ (default: built-in data)"
+    )
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="passes over train/")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the shuffles")
+    parser.add_argument(
+        "--decode_once",
+        type=bool,
+        default=False,
+        help="decode the photos once instead of every epoch: the same result bit for bit, minutes sooner",
+    )
+    parser.add_argument("--run_name", type=str | None, default=None, help="run directory (default: next lesson_N)")
+    parser.add_argument("--logs_dir", type=str, default=DEFAULT_LOGS_DIR, help="where run directories are written")
+    return parser
+
+
+def lesson_main(argv: Sequence[str] | None = None) -> int:
+    from .lesson import run_lesson_cli
+
+    return run_cli(run_lesson_cli, argv, build_lesson_parser(), parse=_parse_all)
 
 
 def _tool_parser(prog: str, description: str) -> ArgumentParser:

@@ -31,7 +31,8 @@ def input_contract(image_size: int) -> dict:
     return {
         "input": f"images: float32 tensor N x 3 x {image_size} x {image_size}, RGB, values in [0, 1]",
         "preprocess": f"apply EXIF orientation, convert to RGB (transparency over white), resize to "
-        f"{image_size}x{image_size} bilinear, divide by 255 (catdog_lightning.data.decode_image does all of it)",
+        f"{image_size}x{image_size} bilinear, divide by 255 (catdog_lightning.data.decode_image does all of it); "
+        "per-channel standardisation, if the model was trained with it, happens inside the model",
         "output": "p_cat: float32 tensor N, P(cat); label = cat if p_cat > 0.5 else dog",
     }
 
@@ -42,7 +43,7 @@ def export_model(ckpt_path: str | os.PathLike | None, fmt: str, output: str | os
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
     classifier = load_classifier(ckpt_path)
     size = classifier.image_size
-    model = ProbabilityModel(classifier.model.net).eval()
+    model = ProbabilityModel(classifier.model.network()).eval()
     example = torch.rand(2, 3, size, size)
     contract = input_contract(size)
     output = Path(output)

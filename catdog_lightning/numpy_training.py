@@ -32,9 +32,11 @@ DEFAULTS = {
 }
 
 
-def _next_numpy_run(logs_dir: Path) -> str:
-    taken = [int(m.group(1)) for p in logs_dir.glob("numpy_*") if (m := re.fullmatch(r"numpy_(\d+)", p.name))]
-    return f"numpy_{max(taken, default=-1) + 1}"
+def next_run_name(logs_dir: Path, prefix: str) -> str:
+    """``<prefix>_N`` with N one past the highest already under ``logs_dir``."""
+    pattern = re.compile(rf"{re.escape(prefix)}_(\d+)")
+    taken = [int(m.group(1)) for p in logs_dir.glob(f"{prefix}_*") if (m := pattern.fullmatch(p.name))]
+    return f"{prefix}_{max(taken, default=-1) + 1}"
 
 
 def _columns(dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +70,7 @@ def train_numpy(config: dict) -> dict:
     val = _columns(datamodule.val_set) if datamodule.val_set is not None else None  # none with val_fraction 0
 
     logs_dir = Path(config.get("logs_dir") or DEFAULT_LOGS_DIR)
-    run = logs_dir / (config.get("run_name") or _next_numpy_run(logs_dir))
+    run = logs_dir / (config.get("run_name") or next_run_name(logs_dir, "numpy"))
     run.mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(str(run))
 

@@ -43,6 +43,7 @@ SHAPE_KEYS = (
     ("model", "activation"),
     ("model", "channels"),
     ("data", "image_size"),
+    ("data", "normalize"),  # the statistics live in the weights' checkpoint, fixed by the first run
 )
 HPARAM_METRICS = ("val/acc", "val/acc_best", "val/loss", "test/acc")
 RUN_NAME_ENV = "CATDOG_RUN_NAME"  # how DDP processes started by Lightning learn the run directory
@@ -140,7 +141,7 @@ def _resolve_resume(config: dict, logs_dir: Path) -> tuple[Path, RunDirectory, d
         if given is not None and had is not None and given != had:
             raise ConfigError(
                 f"--{section}.{key} {given} differs from the run being resumed ({had}); a resumed run keeps "
-                "its architecture. Drop the flag, or start a new run without --ckpt_path."
+                "its architecture and input statistics. Drop the flag, or start a new run without --ckpt_path."
             )
     return ckpt, run, base
 

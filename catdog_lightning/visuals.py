@@ -94,7 +94,7 @@ class TensorBoardVisuals(L.Callback):
             with warnings.catch_warnings():  # TensorBoard's graph tracer is torch.jit.trace, now deprecated
                 warnings.simplefilter("ignore", FutureWarning)
                 # The plain network, not the LightningModule: its graph is what a reader wants to see.
-                writer.add_graph(pl_module.net, self._images[:1].to(pl_module.device).float() / 255)
+                writer.add_graph(pl_module.network(), self._images[:1].to(pl_module.device).float() / 255)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = self._writer(trainer)

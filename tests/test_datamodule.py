@@ -1,5 +1,6 @@
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from conftest import pixels, write_image
@@ -45,6 +46,17 @@ def test_val_split_is_the_same_on_every_run(tiny_dataset, tmp_path):
         return dm.val_set.images
 
     assert torch.equal(val_pixels(), val_pixels())
+
+
+def test_channel_stats_are_the_training_splits_own(tiny_dataset, tmp_path):
+    dm = CatDogDataModule(str(tiny_dataset), image_size=16, cache_dir=str(tmp_path / "c"), normalize=True)
+    dm.setup()
+    mean, std = dm.channel_stats()
+    pixels = dm.train_set.images.numpy().astype(np.float64) / 255  # training split only, not val or test
+    assert np.allclose(mean.numpy(), pixels.mean(axis=(0, 2, 3)), atol=1e-6)
+    assert np.allclose(std.numpy(), pixels.std(axis=(0, 2, 3)), atol=1e-6)
+    everything = torch.cat([dm.train_set.images, dm.val_set.images]).double().div(255)
+    assert not torch.allclose(mean.double(), everything.mean((0, 2, 3)), atol=1e-6)
 
 
 def test_float_conversion_and_augmentation_only_when_training(tiny_dataset):

@@ -86,7 +86,16 @@ def test_hyperparameters_are_primitives():
         "arch": "mlp",
         "channels": [32, 64, 128, 256],
         "scheduler": "none",
+        "optimizer": "adam",
     }
+
+
+@pytest.mark.parametrize("name, kind", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_optimizer_flag_picks_the_optimizer_and_its_weight_decay(name, kind):
+    optimizer = CatDogClassifier(
+        image_size=8, hidden_dims=[4], optimizer=name, weight_decay=0.05
+    ).configure_optimizers()
+    assert type(optimizer) is kind and optimizer.defaults["weight_decay"] == 0.05
 
 
 @pytest.mark.parametrize("size", [8, 16, 33, 64, 96])

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -207,7 +208,33 @@ def test_onecycle_schedule_and_early_stopping_reach_the_trainer(tiny_config):
     assert seen["scheduler"].scheduler.total_steps == 3 * 5  # 36 training images / batch 8 = 5 steps a epoch
 
 
-def test_resume_refuses_a_different_architecture(tiny_config):
+def test_resume_refuses_a_different_architecture_or_normalisation(tiny_config):
     train(tiny_config)
     with pytest.raises(ConfigError, match="--model.arch cnn differs"):
         train({"ckpt_path": "last", "model": {"arch": "cnn"}, "logs_dir": tiny_config["logs_dir"]})
+    with pytest.raises(ConfigError, match="--data.normalize True differs"):
+        train({"ckpt_path": "last", "data": {"normalize": True}, "logs_dir": tiny_config["logs_dir"]})
+
+
+def test_normalize_statistics_are_saved_in_the_checkpoint_and_restored(tiny_config):
+    seen = {}
+
+    class Keep(L.Callback):
+        def on_train_end(self, trainer, pl_module):
+            seen["stats"] = trainer.datamodule.channel_stats()
+            seen["images"] = trainer.datamodule.test_set.images.float() / 255
+            pl_module.eval()
+            with torch.no_grad():
+                seen["probs"] = torch.sigmoid(pl_module(seen["images"]))
+
+    metrics = train(with_(tiny_config, data={"normalize": True}, model={"arch": "cnn", "channels": [4, 8]}), [Keep()])
+    mean, std = seen["stats"]
+    assert not torch.allclose(std, torch.ones(3))  # real statistics, not the identity
+    saved = torch.load(Path(metrics["run_dir"]) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert torch.equal(saved["standardize.mean"], mean) and torch.equal(saved["standardize.std"], std)
+
+    reloaded = CatDogClassifier.load_from_checkpoint(Path(metrics["run_dir"]) / "checkpoints" / "last.ckpt").eval()
+    with torch.no_grad():
+        assert torch.equal(torch.sigmoid(reloaded(seen["images"])), seen["probs"])
+        reloaded.standardize.set_statistics(torch.zeros(3), torch.ones(3))
+        assert not torch.allclose(torch.sigmoid(reloaded(seen["images"])), seen["probs"])  # the stats matter

@@ -86,6 +86,7 @@ class CatDogDataModule(L.LightningDataModule):
         cache: bool = True,
         cache_dir: str | None = None,
         draft: bool = True,
+        normalize: bool = False,
     ):
         """Cat/dog photos from ``<data_dir>/train`` and, if present, ``<data_dir>/test``.
 
@@ -102,6 +103,8 @@ class CatDogDataModule(L.LightningDataModule):
             cache: keep decoded images on disk so later runs skip decoding.
             cache_dir: where the decode cache lives (default ~/.cache/catdog_lightning).
             draft: let libjpeg decode large JPEGs at reduced scale before resizing (much faster).
+            normalize: standardise each colour channel with the training split's mean and std; the model
+                keeps the statistics, so checkpoints, predict.py and exports apply them too.
         """
         super().__init__()
         if batch_size < 1:
@@ -212,6 +215,21 @@ class CatDogDataModule(L.LightningDataModule):
             f"-> train {len(self.train_set)} / val {len(self.val_set or [])}; {test_note}"
         )
         self._loaded.clear()  # the datasets hold what they need; free the rest
+
+    def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of each colour channel over the training split's pixels, on the [0, 1] scale."""
+        if self.train_set is None:
+            raise RuntimeError("CatDogDataModule.setup() must run before channel_stats()")
+        total = torch.zeros(3, dtype=torch.float64)
+        squares = torch.zeros(3, dtype=torch.float64)
+        for chunk in self.train_set.images.split(256):  # float64 a chunk at a time: exact, and small
+            pixels = chunk.double()
+            total += pixels.sum((0, 2, 3))
+            squares += pixels.square().sum((0, 2, 3))
+        count = self.train_set.images[:, 0].numel()
+        mean = total / count
+        std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
+        return (mean / 255).float(), (std / 255).float()
 
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is None:

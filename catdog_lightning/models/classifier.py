@@ -13,6 +13,7 @@ from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryConfu
 from ..errors import ConfigError
 from .cnn import SmallCNN
 from .mlp import MLP
+from .standardize import Standardize
 
 
 def _stage_metrics(stage: str) -> MetricCollection:
@@ -33,6 +34,7 @@ class CatDogClassifier(L.LightningModule):
         arch: Literal["mlp", "cnn"] = "mlp",
         channels: list[int] = [32, 64, 128, 256],  # noqa: B006
         scheduler: Literal["none", "cosine", "onecycle"] = "none",
+        optimizer: Literal["adam", "adamw"] = "adam",
     ):
         """A network (the lesson's MLP, or a small CNN) trained with BCE-with-logits and Adam.
 
@@ -41,11 +43,12 @@ class CatDogClassifier(L.LightningModule):
             hidden_dims: MLP hidden layer sizes, any length (the lesson: [256, 64]).
             activation: MLP hidden activation: relu, tanh or sigmoid.
             dropout: dropout after each MLP hidden layer, or before the CNN's output layer (0 = off).
-            lr: Adam learning rate (the peak rate with the onecycle scheduler).
-            weight_decay: Adam L2 weight decay.
+            lr: learning rate (the peak rate with the onecycle scheduler).
+            weight_decay: weight decay: an L2 term in the gradient with adam, decoupled with adamw.
             arch: mlp (the lesson's network) or cnn (conv-batchnorm-relu-maxpool blocks).
             channels: CNN channels per block.
             scheduler: learning-rate schedule: none, cosine (per epoch, to 0 at max_epochs) or onecycle (per step).
+            optimizer: adam (the lesson's) or adamw (weight decay applied to the weights directly).
         """
         super().__init__()
         if not lr > 0:
@@ -54,6 +57,7 @@ class CatDogClassifier(L.LightningModule):
             raise ConfigError(f"--model.weight_decay must be 0 or more, got {weight_decay}.")
         # Primitives only: the checkpoint then loads with weights_only=True and needs no other argument.
         self.save_hyperparameters()
+        self.standardize = Standardize()  # identity unless the data module has --data.normalize
         self.net = MLP(image_size, hidden_dims, activation, dropout) if arch == "mlp" else SmallCNN(channels, dropout)
         # BCEWithLogits = the lesson's Sigmoid + BCELoss, computed stably (log-sum-exp).
         self.loss_fn = nn.BCEWithLogitsLoss()
@@ -71,7 +75,18 @@ class CatDogClassifier(L.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for ``N x 3 x S x S`` float images in [0, 1]."""
-        return self.net(images)
+        return self.net(self.standardize(images))
+
+    def network(self) -> nn.Module:
+        """The plain module from images in [0, 1] to logits: what exports and the TensorBoard graph show."""
+        return nn.Sequential(self.standardize, self.net)
+
+    def setup(self, stage: str) -> None:
+        # --data.normalize: the training split's statistics become part of the model. A resumed run then
+        # restores the same values from its checkpoint; testing and predicting use the loaded ones.
+        datamodule = self.trainer.datamodule
+        if stage == "fit" and datamodule is not None and datamodule.hparams.get("normalize"):
+            self.standardize.set_statistics(*datamodule.channel_stats())
 
     def _shared_step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, labels = batch
@@ -140,7 +155,8 @@ class CatDogClassifier(L.LightningModule):
         # and 3-4x faster steps for this 3.2M-parameter MLP on a CPU.
         fused = self.device.type in ("cpu", "cuda")
         hp = self.hparams
-        optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused)
+        make = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+        optimizer = make(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused)
         if hp.scheduler == "cosine":
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.max_epochs))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
