@@ -191,6 +191,34 @@ def lesson_main(argv: Sequence[str] | None = None) -> int:
     return run_cli(run_lesson_cli, argv, build_lesson_parser(), parse=_parse_all)
 
 
+def build_results_parser() -> ArgumentParser:
+    from .results import DEFAULT_DATA, DEFAULT_STORE, DEFAULT_TABLE, ROWS, SEEDS
+
+    parser = ArgumentParser(
+        prog="results.py",
+        description="Measure each model on real photos with several seeds and write docs/RESULTS.md. "
+        "Runs already stored in docs/results.json with the same command line are kept, not re-run.",
+        exit_on_error=False,
+    )
+    parser.add_argument("--data_dir", type=str, default=str(DEFAULT_DATA), help="folder with train/ and test/")
+    parser.add_argument(
+        "--rows", type=list[str] | None, default=None, help=f"rows to measure: {', '.join(r.key for r in ROWS)}"
+    )
+    parser.add_argument("--seeds", type=list[int], default=list(SEEDS), help="seeds to run each row with")
+    parser.add_argument("--redo", type=bool, default=False, help="re-run stored (row, seed) pairs too")
+    parser.add_argument("--render_only", type=bool, default=False, help="only rewrite the table from the store")
+    parser.add_argument("--store", type=str, default=str(DEFAULT_STORE), help="JSON file of the measurements")
+    parser.add_argument("--table", type=str, default=str(DEFAULT_TABLE), help="the Markdown table to write")
+    parser.add_argument("--logs_dir", type=str, default="lightning_logs/results", help="where the runs are written")
+    return parser
+
+
+def results_main(argv: Sequence[str] | None = None) -> int:
+    from .results import run_results
+
+    return run_cli(run_results, argv, build_results_parser(), parse=_parse_all)
+
+
 def _tool_parser(prog: str, description: str) -> ArgumentParser:
     from .training import DEFAULT_LOGS_DIR
 

@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import re
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,6 +318,7 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
         _write_hparams_summary(trainer.logger, resolved)
         if ckpt is not None:
             print(f"Resuming {run.path} from {ckpt}")
+    fit_start = time.perf_counter()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     except SIGTERMException:  # SIGTERM before training began (Lightning's own handler): nothing new to save
@@ -327,6 +329,7 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
             f"python scripts/train.py --ckpt_path last --run_name {run.name}",
             exit_code=128 + stop.signum,
         ) from None
+    fit_seconds = time.perf_counter() - fit_start
 
     best_path = Path(best.best_model_path) if best.best_model_path else run.best_ckpt
     tested = trainer.test(model, datamodule=datamodule, ckpt_path=str(best_path), weights_only=True, verbose=False)[0]
@@ -336,6 +339,7 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
         "best_epoch": int(best_saved["epoch"]) + 1,  # 1-based: "the 12th epoch"
         "epochs_trained": int(last_saved["epoch"]) + 1,
         "global_step": int(last_saved["global_step"]),
+        "fit_seconds": fit_seconds,  # this process's trainer.fit (a resumed run's later part only)
         "val/acc": float(best_saved["callbacks"][best.state_key]["best_model_score"]),
         **{k: float(v) for k, v in tested.items()},
         "best_checkpoint": str(best_path),

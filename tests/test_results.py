@@ -1,0 +1,51 @@
+"""scripts/results.py: runs measured in fresh processes, stored, and turned into docs/RESULTS.md."""
+
+import json
+
+import pytest
+
+from catdog_lightning.cli import results_main
+from catdog_lightning.results import ROWS, ROWS_BY_KEY, Row, measure, render
+
+
+def test_measure_runs_the_command_and_reads_its_metrics_back(tiny_dataset, tmp_path):
+    row = Row(
+        "tiny",
+        "Tiny MLP",
+        "train.py",
+        ("--data.image_size", "16", "--model.hidden_dims", "[8]", "--trainer.max_epochs", "1"),
+        "--seed_everything",
+        extra=("--data.cache_dir", str(tmp_path / "cache"), "--trainer.enable_progress_bar", "false"),
+    )
+    record = measure(row, 3, str(tiny_dataset), tmp_path / "logs")
+    metrics = json.loads((tmp_path / "logs" / "tiny-seed3" / "metrics.json").read_text())
+    assert record["test_acc"] == pytest.approx(metrics["test/acc"]) and record["epochs"] == 1
+    assert record["wall_s"] > record["train_s"] > 0
+    assert record["command"] == row.signature() and "--seed_everything S" in row.signature()
+    saved = (tmp_path / "logs" / "tiny-seed3" / "config.yaml").read_text()
+    assert "seed_everything: 3" in saved
+
+
+def test_render_reports_mean_spread_and_drops_stale_runs():
+    row = ROWS_BY_KEY["mlp"]
+    current = row.signature()
+
+    def run(acc, command=current):
+        return {"test_acc": acc, "wall_s": 60.0, "train_s": 50.0, "epochs": 20, "command": command}
+
+    store = {
+        "machine": {"cpus": 2, "torch": "2.x", "python": "3.11", "processor": "x86_64"},
+        "runs": {"mlp": {"0": run(0.60), "1": run(0.62), "2": run(0.64), "3": run(0.99, "an older command")}},
+    }
+    table = render(store)
+    (line,) = [x for x in table.splitlines() if x.startswith(f"| {row.title}")]
+    assert "**62.0%** ± 2.0" in line and "60.0–64.0%" in line and "| 0, 1, 2 |" in line and "1.0 min" in line
+    assert "--seed_everything S" in line
+    assert not any(x.startswith(f"| {r.title}") for r in ROWS if r.key != "mlp" for x in table.splitlines())
+
+
+def test_bad_flags_are_one_line_exit_2(tmp_path, capsys):
+    assert results_main(["--rows", "[nope]", "--store", str(tmp_path / "s.json")]) == 2
+    assert "--rows nope: unknown" in capsys.readouterr().err
+    assert results_main(["--data_dir", str(tmp_path), "--store", str(tmp_path / "s.json")]) == 2
+    assert "needs train/ and test/" in capsys.readouterr().err
