@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: venv train test test-slow test-all benchmark lint tensorboard clean
+.PHONY: venv train test test-slow test-all benchmark results lint tensorboard clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,9 @@ test-all: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python scripts/benchmark.py $(ARGS)
+
+results: $(STAMP)
+	$(BIN)/python scripts/results.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check catdog_lightning scripts tests

@@ -238,3 +238,12 @@ def test_normalize_statistics_are_saved_in_the_checkpoint_and_restored(tiny_conf
         assert torch.equal(torch.sigmoid(reloaded(seen["images"])), seen["probs"])
         reloaded.standardize.set_statistics(torch.zeros(3), torch.ones(3))
         assert not torch.allclose(torch.sigmoid(reloaded(seen["images"])), seen["probs"])  # the stats matter
+
+
+def test_checkpoints_from_before_normalize_existed_still_load(finished_run, tmp_path):
+    metrics, _ = finished_run
+    saved = torch.load(metrics["best_checkpoint"], weights_only=True)
+    del saved["state_dict"]["standardize.mean"], saved["state_dict"]["standardize.std"]
+    torch.save(saved, tmp_path / "old.ckpt")
+    old = CatDogClassifier.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True)
+    assert torch.equal(old.standardize.mean, torch.zeros(3)) and torch.equal(old.standardize.std, torch.ones(3))

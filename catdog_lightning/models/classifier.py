@@ -81,6 +81,12 @@ class CatDogClassifier(L.LightningModule):
         """The plain module from images in [0, 1] to logits: what exports and the TensorBoard graph show."""
         return nn.Sequential(self.standardize, self.net)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints written before --data.normalize existed hold no statistics: they meant the identity.
+        state = checkpoint["state_dict"]
+        for name, value in Standardize().state_dict().items():
+            state.setdefault(f"standardize.{name}", value)
+
     def setup(self, stage: str) -> None:
         # --data.normalize: the training split's statistics become part of the model. A resumed run then
         # restores the same values from its checkpoint; testing and predicting use the loaded ones.
