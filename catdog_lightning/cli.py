@@ -12,6 +12,7 @@ import sys
 from argparse import ArgumentError
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 from jsonargparse import ActionConfigFile, ArgumentParser
@@ -64,6 +65,13 @@ def build_parser() -> ArgumentParser:
         type=int,
         default=0,
         help="stop after N epochs without a better val/acc (0 = off)",
+    )
+    parser.add_argument(
+        "--test_checkpoint",
+        type=Literal["best", "last"],
+        default="best",
+        help="checkpoint the test split measures: best (highest val/acc) or last (the end of training, "
+        "better after a schedule that anneals the learning rate, when a small validation set is noisy)",
     )
     parser.add_argument(
         "--log_images",

@@ -1,7 +1,7 @@
 """One function runs a whole training: ``train(config) -> metrics``.
 
 It joins data and models: resolves the run directory (new, or the one being resumed), builds the
-Trainer with its checkpoints and TensorBoard logger, fits, tests the best checkpoint and writes
+Trainer with its checkpoints and TensorBoard logger, fits, tests the best (or last) checkpoint and writes
 ``metrics.json``. ``scripts/train.py`` only parses flags and calls it; tests call it directly.
 """
 
@@ -208,6 +208,7 @@ def _build_trainer(
 def _results_table(metrics: dict) -> str:
     rows = [
         ("best epoch", f"{metrics['best_epoch']} of {metrics['epochs_trained']}"),
+        ("tested", Path(metrics["tested_checkpoint"]).name),
         ("val/acc", f"{metrics['val/acc']:.4f}"),
         ("test/acc", f"{metrics['test/acc']:.4f}"),
         ("test/f1", f"{metrics['test/f1']:.4f}"),
@@ -215,7 +216,7 @@ def _results_table(metrics: dict) -> str:
         ("run dir", metrics["run_dir"]),
         ("watch", f"tensorboard --logdir {Path(metrics['run_dir']).parent}"),
     ]
-    return "\n".join(["", "Results (test metrics of the best checkpoint)"] + [f"  {k:<11} {v}" for k, v in rows])
+    return "\n".join(["", "Results (test metrics of the tested checkpoint)"] + [f"  {k:<11} {v}" for k, v in rows])
 
 
 def _quiet_known_warnings() -> None:
@@ -262,11 +263,14 @@ def _resolve_run(config: dict, logs_dir: Path) -> tuple[Path | None, RunDirector
 
 
 def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
-    """Fit, then test the best checkpoint. Returns (and writes to metrics.json) the results.
+    """Fit, then test the best (or, with ``test_checkpoint="last"``, the last) checkpoint.
+
+    Returns (and writes to metrics.json) the results.
 
     ``config`` holds ``data``, ``model`` and ``trainer`` sections (keyword arguments of
     ``CatDogDataModule``, ``CatDogClassifier`` and ``lightning.Trainer``), plus ``seed_everything``,
-    ``ckpt_path`` (a file or ``"last"``), ``run_name``, ``logs_dir`` and ``checkpoint_every_n_steps``.
+    ``ckpt_path`` (a file or ``"last"``), ``run_name``, ``logs_dir``, ``checkpoint_every_n_steps``,
+    ``early_stopping_patience``, ``test_checkpoint`` and ``log_images``.
     Anything left out takes its default; when resuming, it takes the resumed run's saved value
     instead. ``callbacks`` are added to the Trainer's own.
 
@@ -292,6 +296,9 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     safe_stops = SafeStops(run.last_ckpt, every_n_steps)
     log_images = bool(config.get("log_images", True))
     patience = _count_flag(config, "early_stopping_patience")
+    test_checkpoint = config.get("test_checkpoint") or "best"
+    if test_checkpoint not in ("best", "last"):
+        raise ConfigError(f"--test_checkpoint must be best or last, got {test_checkpoint!r}.")
     trainer, best = _build_trainer(
         run, dict(trainer_cfg), [EpochSeeder(seed), safe_stops, *(callbacks or [])], log_images, patience
     )
@@ -307,6 +314,7 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
         "checkpoint_every_n_steps": every_n_steps,
         "log_images": log_images,
         "early_stopping_patience": patience,
+        "test_checkpoint": test_checkpoint,
         "run_name": run.name,
     }
     if _is_main_process():
@@ -332,12 +340,14 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     fit_seconds = time.perf_counter() - fit_start
 
     best_path = Path(best.best_model_path) if best.best_model_path else run.best_ckpt
-    tested = trainer.test(model, datamodule=datamodule, ckpt_path=str(best_path), weights_only=True, verbose=False)[0]
+    test_path = run.last_ckpt if test_checkpoint == "last" else best_path
+    tested = trainer.test(model, datamodule=datamodule, ckpt_path=str(test_path), weights_only=True, verbose=False)[0]
     # Read back from the files: under ddp_spawn this process's trainer did not run the loops itself.
     best_saved, last_saved = read_checkpoint(best_path), read_checkpoint(run.last_ckpt)
     metrics = {
         "best_epoch": int(best_saved["epoch"]) + 1,  # 1-based: "the 12th epoch"
         "epochs_trained": int(last_saved["epoch"]) + 1,
+        "tested_checkpoint": str(test_path),
         "global_step": int(last_saved["global_step"]),
         "fit_seconds": fit_seconds,  # this process's trainer.fit (a resumed run's later part only)
         "val/acc": float(best_saved["callbacks"][best.state_key]["best_model_score"]),

@@ -51,7 +51,21 @@ def test_metrics_json_holds_probabilities_of_the_best_checkpoint(finished_run):
     assert 1 <= saved["best_epoch"] <= saved["epochs_trained"] == 2
     best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
     assert saved["best_epoch"] == best["epoch"] + 1
+    assert saved["tested_checkpoint"] == str(run / "checkpoints" / "best.ckpt")
     assert saved == json.loads(json.dumps(metrics))
+
+
+def test_test_checkpoint_last_measures_the_end_of_training(tiny_config):
+    from catdog_lightning.training import evaluate_checkpoint
+
+    config = with_(tiny_config, trainer={"max_epochs": 4}, model={"scheduler": "cosine"})
+    metrics = train({**config, "test_checkpoint": "last"})
+    last = Path(metrics["run_dir"]) / "checkpoints" / "last.ckpt"
+    assert metrics["tested_checkpoint"] == str(last)
+    assert metrics["test/loss"] == pytest.approx(evaluate_checkpoint(last)["test/loss"], abs=1e-6)
+    assert yaml.safe_load((Path(metrics["run_dir"]) / "config.yaml").read_text())["test_checkpoint"] == "last"
+    with pytest.raises(ConfigError, match="--test_checkpoint must be best or last"):
+        train({**tiny_config, "test_checkpoint": "first"})
 
 
 def test_tensorboard_events_have_epoch_metrics_and_the_hparams_tab(finished_run):
