@@ -87,7 +87,22 @@ def test_hyperparameters_are_primitives():
         "channels": [32, 64, 128, 256],
         "scheduler": "none",
         "optimizer": "adam",
+        "tta_flip": False,
     }
+
+
+def test_tta_flip_averages_each_image_with_its_mirror_at_evaluation_only():
+    torch.manual_seed(0)
+    model = CatDogClassifier(image_size=8, hidden_dims=[6], tta_flip=True)
+    images = torch.rand(5, 3, 8, 8)
+    with torch.no_grad():
+        plain, mirrored = model.net(images), model.net(images.flip(-1))
+        assert not torch.allclose(plain, mirrored)
+        assert torch.equal(model.train()(images), plain)  # training sees each image once
+        model.eval()
+        assert torch.allclose(model(images), (plain + mirrored) / 2)
+        assert torch.allclose(model(images.flip(-1)), model(images))  # a picture and its mirror: one answer
+        assert torch.allclose(model.network()(images), model(images))  # what exports compute
 
 
 @pytest.mark.parametrize("name, kind", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])

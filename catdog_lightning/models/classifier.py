@@ -12,8 +12,8 @@ from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryConfu
 
 from ..errors import ConfigError
 from .cnn import SmallCNN
+from .layers import MirrorAverage, Standardize, mirror_average
 from .mlp import MLP
-from .standardize import Standardize
 
 
 def _stage_metrics(stage: str) -> MetricCollection:
@@ -35,6 +35,7 @@ class CatDogClassifier(L.LightningModule):
         channels: list[int] = [32, 64, 128, 256],  # noqa: B006
         scheduler: Literal["none", "cosine", "onecycle"] = "none",
         optimizer: Literal["adam", "adamw"] = "adam",
+        tta_flip: bool = False,
     ):
         """A network (the lesson's MLP, or a small CNN) trained with BCE-with-logits and Adam.
 
@@ -49,6 +50,8 @@ class CatDogClassifier(L.LightningModule):
             channels: CNN channels per block.
             scheduler: learning-rate schedule: none, cosine (per epoch, to 0 at max_epochs) or onecycle (per step).
             optimizer: adam (the lesson's) or adamw (weight decay applied to the weights directly).
+            tta_flip: at validation, test and prediction (and in exports), average each image's logit with
+                its mirror image's.
         """
         super().__init__()
         if not lr > 0:
@@ -75,11 +78,14 @@ class CatDogClassifier(L.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for ``N x 3 x S x S`` float images in [0, 1]."""
-        return self.net(self.standardize(images))
+        images = self.standardize(images)
+        if self.hparams.tta_flip and not self.training:
+            return mirror_average(self.net, images)
+        return self.net(images)
 
     def network(self) -> nn.Module:
-        """The plain module from images in [0, 1] to logits: what exports and the TensorBoard graph show."""
-        return nn.Sequential(self.standardize, self.net)
+        """The plain module from images in [0, 1] to evaluation logits: what exports and the graph show."""
+        return nn.Sequential(self.standardize, MirrorAverage(self.net) if self.hparams.tta_flip else self.net)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Checkpoints written before --data.normalize existed hold no statistics: they meant the identity.
