@@ -93,8 +93,15 @@ ROWS = (
             "cosine",
             "--trainer.max_epochs",
             "60",
+            "--model.tta_flip",
+            "true",
+            "--test_checkpoint",
+            "last",
         ),
         "--seed_everything",
+        notes="the same MLP; found on seed 0 among 10 variants (normalize, augment, dropout 0.3/0.5, weight decay "
+        "0.05/0.2, lr 1e-3/3e-4, 20-100 epochs), then confirmed on seeds 1 and 2. Testing the last epoch and "
+        "mirror averaging each added about a point; augmentation did not raise the mean but narrowed the spread",
     ),
     Row(
         "cnn",

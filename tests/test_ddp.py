@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import train_script
+from lightning.fabric.plugins.environments.lightning import find_free_network_port
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from catdog_lightning.training import evaluate_checkpoint, merge, train
@@ -14,6 +15,14 @@ pytestmark = pytest.mark.slow  # each test starts several 2-process groups (~20-
 
 CPU1 = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 CPU2 = {"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn", "enable_progress_bar": False}
+
+
+@pytest.fixture(autouse=True)
+def fresh_master_port(monkeypatch):
+    """A free port per test. Lightning writes MASTER_PORT into os.environ on first use, so without this
+    every later process group in the pytest process reuses it, and a port still held from the previous
+    group fails with EADDRINUSE now and then (Lightning-AI/pytorch-lightning#21308)."""
+    monkeypatch.setenv("MASTER_PORT", str(find_free_network_port()))
 
 
 @pytest.fixture
