@@ -8,7 +8,7 @@ accuracy on test/.
 
 ``decode_once=True`` builds the same tensors once before the first epoch. The loader draws its
 shuffle from the same global RNG and nothing else touches it, so the run is bit for bit the same
-(tests/test_lesson.py checks), minus the ~6 s of decoding per epoch on a 2-core CPU.
+(tests/test_lesson.py checks), minus the ~4 s of decoding per epoch on a 2-core CPU.
 """
 
 from __future__ import annotations

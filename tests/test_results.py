@@ -5,6 +5,7 @@ import json
 import pytest
 
 from catdog_lightning.cli import results_main
+from catdog_lightning.errors import UserError
 from catdog_lightning.results import ROWS, ROWS_BY_KEY, Row, measure, render
 
 
@@ -24,6 +25,17 @@ def test_measure_runs_the_command_and_reads_its_metrics_back(tiny_dataset, tmp_p
     assert record["command"] == row.signature() and "--seed_everything S" in row.signature()
     saved = (tmp_path / "logs" / "tiny-seed3" / "config.yaml").read_text()
     assert "seed_everything: 3" in saved
+    assert "Results (test metrics" in (tmp_path / "logs" / "tiny-seed3.log").read_text()
+    again = measure(row, 3, str(tiny_dataset), tmp_path / "logs")  # a stored run is replaced, not refused
+    assert again["test_acc"] == record["test_acc"]
+
+
+def test_a_failing_run_is_one_line_naming_its_log(tmp_path):
+    row = Row("broken", "Broken", "train.py", ("--model.lr", "-1"), "--seed_everything")
+    with pytest.raises(
+        UserError, match=r"broken seed 0 exited with 2: error: --model.lr must be positive.*broken-seed0"
+    ):
+        measure(row, 0, str(tmp_path), tmp_path / "logs")
 
 
 def test_render_reports_mean_spread_and_drops_stale_runs():
@@ -39,7 +51,8 @@ def test_render_reports_mean_spread_and_drops_stale_runs():
     }
     table = render(store)
     (line,) = [x for x in table.splitlines() if x.startswith(f"| {row.title}")]
-    assert "**62.0%** ± 2.0" in line and "60.0–64.0%" in line and "| 0, 1, 2 |" in line and "1.0 min" in line
+    assert "**62.0%** ± 2.0" in line and "60.0–64.0%" in line and "| 0, 1, 2 |" in line
+    assert "| 1.0 min | 0.8 min |" in line  # wall time and training time
     assert "--seed_everything S" in line
     assert not any(x.startswith(f"| {r.title}") for r in ROWS if r.key != "mlp" for x in table.splitlines())
 

@@ -37,7 +37,7 @@ class CatDogClassifier(L.LightningModule):
         optimizer: Literal["adam", "adamw"] = "adam",
         tta_flip: bool = False,
     ):
-        """A network (the lesson's MLP, or a small CNN) trained with BCE-with-logits and Adam.
+        """A network (the lesson's MLP, or a small CNN) trained with BCE-with-logits and Adam (or AdamW).
 
         Args:
             image_size: side of the square input images (must match --data.image_size).
