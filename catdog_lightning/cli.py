@@ -129,11 +129,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(train, argv)
 
 
+def _add_run_flags(parser: ArgumentParser, prefix: str) -> None:
+    """--run_name and --logs_dir of the scripts whose runs are named <prefix>_N."""
+    from .training import DEFAULT_LOGS_DIR
+
+    parser.add_argument("--run_name", type=str | None, default=None, help=f"run directory (default: next {prefix}_N)")
+    parser.add_argument("--logs_dir", type=str, default=DEFAULT_LOGS_DIR, help="where run directories are written")
+
+
 def build_numpy_parser() -> ArgumentParser:
     from .data import CatDogDataModule
     from .numpy_net import INITS
     from .numpy_training import DEFAULTS
-    from .training import DEFAULT_LOGS_DIR
 
     parser = ArgumentParser(
         prog="train_numpy.py",
@@ -156,8 +163,7 @@ def build_numpy_parser() -> ArgumentParser:
     ]
     for name, kind, help_text in flags:
         parser.add_argument(f"--{name}", type=kind, default=DEFAULTS[name], help=help_text)
-    parser.add_argument("--run_name", type=str | None, default=None, help="run directory (default: next numpy_N)")
-    parser.add_argument("--logs_dir", type=str, default=DEFAULT_LOGS_DIR, help="where run directories are written")
+    _add_run_flags(parser, "numpy")
     return parser
 
 
@@ -169,7 +175,6 @@ def numpy_main(argv: Sequence[str] | None = None) -> int:
 
 def build_lesson_parser() -> ArgumentParser:
     from .lesson import EPOCHS
-    from .training import DEFAULT_LOGS_DIR
 
     parser = ArgumentParser(
         prog="lesson.py",
@@ -188,8 +193,7 @@ def build_lesson_parser() -> ArgumentParser:
         default=False,
         help="decode the photos once instead of every epoch: the same result bit for bit, minutes sooner",
     )
-    parser.add_argument("--run_name", type=str | None, default=None, help="run directory (default: next lesson_N)")
-    parser.add_argument("--logs_dir", type=str, default=DEFAULT_LOGS_DIR, help="where run directories are written")
+    _add_run_flags(parser, "lesson")
     return parser
 
 
