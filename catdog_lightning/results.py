@@ -264,8 +264,7 @@ def run_results(args: dict) -> None:
         store["machine"] = machine()
         for key in rows:
             row = ROWS_BY_KEY[key]
-            store["runs"].setdefault(key, {})
-            done = store["runs"][key]
+            done = store["runs"].setdefault(key, {})
             for seed in args["seeds"]:
                 if str(seed) in current_runs(store, row) and not args.get("redo"):
                     continue
