@@ -150,7 +150,8 @@ def build_numpy_parser() -> ArgumentParser:
     )
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML config file")
     # Same folders, image size and split as train.py; batching and augmentation are the network's own here.
-    parser.add_class_arguments(CatDogDataModule, "data", skip={"batch_size", "num_workers", "augment", "normalize"})
+    skip = {"batch_size", "num_workers", "augment", "min_crop_scale", "normalize"}
+    parser.add_class_arguments(CatDogDataModule, "data", skip=skip)
     flags = [
         ("layer_dims", list[int], "input size (3 * image_size^2), hidden sizes, then 1"),
         ("activations", str | list[str], "hidden activation(s), relu, tanh or sigmoid: one, or one per hidden layer"),

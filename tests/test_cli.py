@@ -26,6 +26,7 @@ def test_help_lists_the_documented_flags(tmp_path):
         "--data.val_fraction",
         "--data.num_workers",
         "--data.augment",
+        "--data.min_crop_scale",
         "--data.cache",
         "--data.cache_dir",
         "--model.hidden_dims",

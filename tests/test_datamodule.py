@@ -7,6 +7,7 @@ from conftest import pixels, write_image
 from PIL import Image
 
 from catdog_lightning.data import CatDogDataModule, SkippedFilesWarning
+from catdog_lightning.data.augment import flip_and_crop
 from catdog_lightning.errors import ConfigError, DataError
 
 
@@ -76,6 +77,24 @@ def test_float_conversion_and_augmentation_only_when_training(tiny_dataset):
     assert not torch.allclose(augmented, gradient.float() / 255)
 
 
+def test_min_crop_scale_sets_how_far_the_crop_zooms():
+    # Each column holds its own index, so a row of the output tells which source columns it shows.
+    columns = torch.arange(32, dtype=torch.float32).expand(256, 3, 32, 32).contiguous()
+    torch.manual_seed(0)
+    whole = flip_and_crop(columns, min_scale=1.0)  # no crop: every image is itself or its mirror
+    mirrored = columns.flip(-1)
+    same = [torch.allclose(a, columns[0], atol=1e-4) or torch.allclose(a, mirrored[0], atol=1e-4) for a in whole]
+    assert all(same)
+
+    def spans(min_scale):  # the range of source columns each crop covers (+1: the pixel widths at the ends)
+        out = flip_and_crop(columns, min_scale=min_scale)[:, 0, 0]
+        return out.max(-1).values - out.min(-1).values + 1
+
+    mild, strong = spans(0.8), spans(0.5)
+    assert mild.min() >= 0.8 * 32 - 1 and strong.min() >= 0.5 * 32 - 1
+    assert strong.min() < 0.6 * 32  # some crops zoom in further than the mild setting ever does
+
+
 def test_skipped_files_are_counted_in_one_warning_each(tmp_path):
     root = make_folder(tmp_path / "d" / "train", 6, 6)
     (root / "cat" / "broken.jpg").write_bytes(b"nope")
@@ -102,6 +121,8 @@ def test_skipped_files_are_counted_in_one_warning_each(tmp_path):
         ({"val_fraction": 0.5, "test_fraction": 0.5}, "below 1"),
         ({"batch_size": 0}, "--data.batch_size"),
         ({"image_size": 2}, "--data.image_size"),
+        ({"min_crop_scale": 0.0}, "--data.min_crop_scale"),
+        ({"min_crop_scale": 1.5}, "--data.min_crop_scale"),
     ],
 )
 def test_invalid_settings(kwargs, match):

@@ -105,12 +105,16 @@ def test_tta_flip_averages_each_image_with_its_mirror_at_evaluation_only():
         assert torch.allclose(model.network()(images), model(images))  # what exports compute
 
 
-@pytest.mark.parametrize("name, kind", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+@pytest.mark.parametrize(
+    "name, kind", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)]
+)
 def test_optimizer_flag_picks_the_optimizer_and_its_weight_decay(name, kind):
     optimizer = CatDogClassifier(
         image_size=8, hidden_dims=[4], optimizer=name, weight_decay=0.05
     ).configure_optimizers()
     assert type(optimizer) is kind and optimizer.defaults["weight_decay"] == 0.05
+    if name == "sgd":
+        assert optimizer.defaults["momentum"] == 0.9 and optimizer.defaults["nesterov"]
 
 
 @pytest.mark.parametrize("size", [8, 16, 33, 64, 96])

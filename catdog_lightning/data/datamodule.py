@@ -83,6 +83,7 @@ class CatDogDataModule(L.LightningDataModule):
         split_seed: int = 42,
         num_workers: int = 0,
         augment: bool = False,
+        min_crop_scale: float = 0.8,
         cache: bool = True,
         cache_dir: str | None = None,
         draft: bool = True,
@@ -99,7 +100,9 @@ class CatDogDataModule(L.LightningDataModule):
             test_fraction: share carved from train/ as the test split when there is no test/ folder.
             split_seed: seed of the train/val(/test) split, independent of the training seed.
             num_workers: DataLoader worker processes (0 is fastest here: batches come from memory).
-            augment: random horizontal flip and mild random resized crop of training images.
+            augment: random horizontal flip and random resized crop of training images.
+            min_crop_scale: with augment, each crop keeps a random share in [min_crop_scale, 1] of each
+                side of the picture (smaller = stronger augmentation).
             cache: keep decoded images on disk so later runs skip decoding.
             cache_dir: where the decode cache lives (default ~/.cache/catdog_lightning).
             draft: let libjpeg decode large JPEGs at reduced scale before resizing (much faster).
@@ -120,6 +123,8 @@ class CatDogDataModule(L.LightningDataModule):
             )
         if val_fraction + test_fraction >= 1.0:
             raise ConfigError("--data.val_fraction + --data.test_fraction must be below 1, leaving images to train on.")
+        if not 0.0 < min_crop_scale <= 1.0:
+            raise ConfigError(f"--data.min_crop_scale must be in (0, 1], got {min_crop_scale}; try 0.8.")
         if num_workers < 0:
             raise ConfigError(f"--data.num_workers must be 0 or more, got {num_workers}.")
         # Absolute, so a resumed run or evaluate.py finds the photos from any working directory.
@@ -268,5 +273,5 @@ class CatDogDataModule(L.LightningDataModule):
         images, labels = batch
         images = images.float().div_(255.0)
         if self.hparams.augment and self.trainer is not None and self.trainer.training:
-            images = flip_and_crop(images)
+            images = flip_and_crop(images, self.hparams.min_crop_scale)
         return images, labels
