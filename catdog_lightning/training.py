@@ -43,6 +43,7 @@ SHAPE_KEYS = (
     ("model", "hidden_dims"),
     ("model", "activation"),
     ("model", "channels"),
+    ("model", "convs_per_block"),
     ("data", "image_size"),
     ("data", "normalize"),  # the statistics live in the weights' checkpoint, fixed by the first run
 )

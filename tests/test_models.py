@@ -85,6 +85,7 @@ def test_hyperparameters_are_primitives():
         "weight_decay": 0.0,
         "arch": "mlp",
         "channels": [32, 64, 128, 256],
+        "convs_per_block": 1,
         "scheduler": "none",
         "optimizer": "adam",
         "tta_flip": False,
@@ -117,12 +118,23 @@ def test_optimizer_flag_picks_the_optimizer_and_its_weight_decay(name, kind):
         assert optimizer.defaults["momentum"] == 0.9 and optimizer.defaults["nesterov"]
 
 
+@pytest.mark.parametrize("convs_per_block", [1, 2])
 @pytest.mark.parametrize("size", [8, 16, 33, 64, 96])
-def test_cnn_works_at_any_image_size(size):
+def test_cnn_works_at_any_image_size(size, convs_per_block):
     from catdog_lightning.models import SmallCNN
 
-    net = SmallCNN(channels=[4, 8, 8, 16]).eval()
+    net = SmallCNN(channels=[4, 8, 8, 16], convs_per_block=convs_per_block).eval()
     assert net(torch.rand(3, 3, size, size)).shape == (3,)
+
+
+def test_convs_per_block_stacks_convolutions_before_each_pool():
+    from catdog_lightning.models import SmallCNN
+
+    layers = [type(m).__name__ for m in SmallCNN(channels=[4, 8], convs_per_block=2).features]
+    block = ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    assert layers == block + block
+    with pytest.raises(ConfigError, match="--model.convs_per_block"):
+        SmallCNN(channels=[4], convs_per_block=0)
 
 
 def test_cnn_training_step_lowers_the_loss_and_hparams_stay_primitive():

@@ -228,6 +228,8 @@ def test_resume_refuses_a_different_architecture_or_normalisation(tiny_config):
         train({"ckpt_path": "last", "model": {"arch": "cnn"}, "logs_dir": tiny_config["logs_dir"]})
     with pytest.raises(ConfigError, match="--data.normalize True differs"):
         train({"ckpt_path": "last", "data": {"normalize": True}, "logs_dir": tiny_config["logs_dir"]})
+    with pytest.raises(ConfigError, match="--model.convs_per_block 2 differs"):
+        train({"ckpt_path": "last", "model": {"convs_per_block": 2}, "logs_dir": tiny_config["logs_dir"]})
 
 
 def test_normalize_statistics_are_saved_in_the_checkpoint_and_restored(tiny_config):

@@ -33,6 +33,7 @@ class CatDogClassifier(L.LightningModule):
         weight_decay: float = 0.0,
         arch: Literal["mlp", "cnn"] = "mlp",
         channels: list[int] = [32, 64, 128, 256],  # noqa: B006
+        convs_per_block: int = 1,
         scheduler: Literal["none", "cosine", "onecycle"] = "none",
         optimizer: Literal["adam", "adamw", "sgd"] = "adam",
         tta_flip: bool = False,
@@ -48,6 +49,7 @@ class CatDogClassifier(L.LightningModule):
             weight_decay: weight decay: an L2 term in the gradient with adam, decoupled with adamw.
             arch: mlp (the lesson's network) or cnn (conv-batchnorm-relu-maxpool blocks).
             channels: CNN channels per block.
+            convs_per_block: CNN conv-BatchNorm-ReLU layers per block, before its max-pool (2: VGG-style).
             scheduler: learning-rate schedule: none, cosine (per epoch, to 0 at max_epochs) or onecycle (per step).
             optimizer: adam (the lesson's), adamw (weight decay applied to the weights directly) or sgd
                 (Nesterov momentum 0.9, weight decay as an L2 term: the usual choice for CNNs, with lr ~0.1).
@@ -62,7 +64,11 @@ class CatDogClassifier(L.LightningModule):
         # Primitives only: the checkpoint then loads with weights_only=True and needs no other argument.
         self.save_hyperparameters()
         self.standardize = Standardize()  # identity unless the data module has --data.normalize
-        self.net = MLP(image_size, hidden_dims, activation, dropout) if arch == "mlp" else SmallCNN(channels, dropout)
+        self.net = (
+            MLP(image_size, hidden_dims, activation, dropout)
+            if arch == "mlp"
+            else SmallCNN(channels, dropout, convs_per_block)
+        )
         # BCEWithLogits = the lesson's Sigmoid + BCELoss, computed stably (log-sum-exp).
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.train_acc = BinaryAccuracy()
