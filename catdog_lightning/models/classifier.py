@@ -38,7 +38,7 @@ class CatDogClassifier(L.LightningModule):
         optimizer: Literal["adam", "adamw", "sgd"] = "adam",
         tta_flip: bool = False,
     ):
-        """A network (the lesson's MLP, or a small CNN) trained with BCE-with-logits and Adam (or AdamW).
+        """A network (the lesson's MLP, or a small CNN) trained with BCE-with-logits and Adam (or AdamW, or SGD).
 
         Args:
             image_size: side of the square input images (must match --data.image_size).
@@ -46,7 +46,7 @@ class CatDogClassifier(L.LightningModule):
             activation: MLP hidden activation: relu, tanh or sigmoid.
             dropout: dropout after each MLP hidden layer, or before the CNN's output layer (0 = off).
             lr: learning rate (the peak rate with the onecycle scheduler).
-            weight_decay: weight decay: an L2 term in the gradient with adam, decoupled with adamw.
+            weight_decay: weight decay: an L2 term in the gradient with adam and sgd, decoupled with adamw.
             arch: mlp (the lesson's network) or cnn (conv-batchnorm-relu-maxpool blocks).
             channels: CNN channels per block.
             convs_per_block: CNN conv-BatchNorm-ReLU layers per block, before its max-pool (2: VGG-style).
