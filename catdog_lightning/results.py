@@ -159,7 +159,7 @@ def measure(row: Row, seed: int, data_dir: str, logs_dir: str | os.PathLike, pyt
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise UserError(f"{row.key} seed {seed} exited with {done.returncode}: {tail[0]} (whole output: {log})")
-    metrics = json.loads((Path(logs_dir) / run_name / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     return {
         "test_acc": float(metrics["test/acc"]),
         "wall_s": wall,
