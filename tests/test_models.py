@@ -89,6 +89,7 @@ def test_hyperparameters_are_primitives():
         "scheduler": "none",
         "optimizer": "adam",
         "tta_flip": False,
+        "tta_zoom": 1.0,
     }
 
 
@@ -104,6 +105,43 @@ def test_tta_flip_averages_each_image_with_its_mirror_at_evaluation_only():
         assert torch.allclose(model(images), (plain + mirrored) / 2)
         assert torch.allclose(model(images.flip(-1)), model(images))  # a picture and its mirror: one answer
         assert torch.allclose(model.network()(images), model(images))  # what exports compute
+
+
+def test_centre_zoom_keeps_the_middle_of_the_picture_at_full_size():
+    from catdog_lightning.models.layers import centre_zoom, zoom_margin
+
+    assert [zoom_margin(64, z) for z in (1.0, 0.9, 0.5)] == [0, 3, 16]  # 0.9 of 64: keeps 58 pixels
+    images = torch.rand(2, 3, 16, 16)
+    assert torch.equal(centre_zoom(images, 0), images)
+    framed = torch.zeros(2, 3, 16, 16)
+    framed[..., 4:12, 4:12] = 1.0  # a bright middle half in a dark frame
+    assert torch.equal(centre_zoom(framed, 4), torch.ones(2, 3, 16, 16))  # only the middle is left
+    zoomed = centre_zoom(framed, 2)  # keeps 12 of 16 pixels: the frame narrows from 4 to 2 (x 16/12)
+    assert zoomed.shape == framed.shape and zoomed[..., 8, 0].max() < 0.5 and zoomed[..., 8, 3].min() > 0.5
+
+
+def test_tta_zoom_also_averages_the_zoomed_centre_and_its_mirror():
+    from catdog_lightning.models.layers import centre_zoom
+
+    torch.manual_seed(0)
+    model = CatDogClassifier(image_size=16, arch="cnn", channels=[4, 8], tta_flip=True, tta_zoom=0.75)
+    images = torch.rand(5, 3, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        zoomed = centre_zoom(images, 2)
+        looks = [model.net(v) for v in (images, zoomed, images.flip(-1), zoomed.flip(-1))]
+        assert not torch.allclose(looks[0], looks[1])
+        assert torch.allclose(model(images), sum(looks) / 4, atol=1e-6)
+        assert torch.allclose(model.network()(images), model(images))  # what exports compute
+        model.hparams.tta_flip = False  # zoom alone: the image and its centre
+        assert torch.allclose(model(images), (looks[0] + looks[1]) / 2, atol=1e-6)
+        assert torch.equal(model.train()(images), model.net(images))  # training sees each image once
+
+
+@pytest.mark.parametrize("zoom", [0.0, -0.5, 1.5])
+def test_tta_zoom_outside_0_to_1_is_refused(zoom):
+    with pytest.raises(ConfigError, match="--model.tta_zoom"):
+        CatDogClassifier(tta_zoom=zoom)
 
 
 @pytest.mark.parametrize(

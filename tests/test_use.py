@@ -28,12 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def trained(tiny_dataset, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trained")
-    # Normalised and mirror-averaged, so predict, evaluate and both exports must all apply both.
+    # Normalised and averaged over 4 views, so predict, evaluate and both exports must all apply both.
     overrides = {
         "trainer": {"max_epochs": 3},
         "seed_everything": 1,
         "data": {"normalize": True},
-        "model": {"tta_flip": True},
+        "model": {"tta_flip": True, "tta_zoom": 0.75},
     }
     metrics = train(merge(make_tiny_config(tiny_dataset, tmp), overrides))
     return Path(metrics["best_checkpoint"]), tmp / "logs", metrics

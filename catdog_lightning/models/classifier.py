@@ -12,7 +12,7 @@ from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryConfu
 
 from ..errors import ConfigError
 from .cnn import SmallCNN
-from .layers import MirrorAverage, Standardize, mirror_average
+from .layers import Standardize, ViewAverage, average_views, zoom_margin
 from .mlp import MLP
 
 
@@ -37,6 +37,7 @@ class CatDogClassifier(L.LightningModule):
         scheduler: Literal["none", "cosine", "onecycle"] = "none",
         optimizer: Literal["adam", "adamw", "sgd"] = "adam",
         tta_flip: bool = False,
+        tta_zoom: float = 1.0,
     ):
         """A network (the lesson's MLP, or a small CNN) trained with BCE-with-logits and Adam (or AdamW, or SGD).
 
@@ -55,12 +56,16 @@ class CatDogClassifier(L.LightningModule):
                 (Nesterov momentum 0.9, weight decay as an L2 term: the usual choice for CNNs, with lr ~0.1).
             tta_flip: at validation, test and prediction (and in exports), average each image's logit with
                 its mirror image's.
+            tta_zoom: below 1, evaluation also averages in a centre crop keeping this share of each side,
+                resized back (and its mirror, with tta_flip); 0.9 is the average crop --data.augment trains on.
         """
         super().__init__()
         if not lr > 0:
             raise ConfigError(f"--model.lr must be positive, got {lr}; the lesson uses 1e-3.")
         if weight_decay < 0:
             raise ConfigError(f"--model.weight_decay must be 0 or more, got {weight_decay}.")
+        if not 0.0 < tta_zoom <= 1.0:
+            raise ConfigError(f"--model.tta_zoom must be in (0, 1], got {tta_zoom}; try 0.9, or 1 for none.")
         # Primitives only: the checkpoint then loads with weights_only=True and needs no other argument.
         self.save_hyperparameters()
         self.standardize = Standardize()  # identity unless the data module has --data.normalize
@@ -86,13 +91,19 @@ class CatDogClassifier(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for ``N x 3 x S x S`` float images in [0, 1]."""
         images = self.standardize(images)
-        if self.hparams.tta_flip and not self.training:
-            return mirror_average(self.net, images)
+        if not self.training and self._views:
+            return average_views(self.net, images, *self._views)
         return self.net(images)
+
+    @property
+    def _views(self) -> tuple[bool, int] | None:
+        """(flip, margin) for :func:`average_views` when --model.tta_flip / tta_zoom ask for several looks."""
+        margin = zoom_margin(self.hparams.image_size, self.hparams.tta_zoom)
+        return (self.hparams.tta_flip, margin) if self.hparams.tta_flip or margin > 0 else None
 
     def network(self) -> nn.Module:
         """The plain module from images in [0, 1] to evaluation logits: what exports and the graph show."""
-        return nn.Sequential(self.standardize, MirrorAverage(self.net) if self.hparams.tta_flip else self.net)
+        return nn.Sequential(self.standardize, ViewAverage(self.net, *self._views) if self._views else self.net)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Checkpoints written before --data.normalize existed hold no statistics: they meant the identity.
