@@ -66,6 +66,16 @@ def test_only_given_flags_are_passed_on(tmp_path):
     }
 
 
+def test_shipped_cnn_config_is_the_results_tables_cnn_command():
+    from catdog_lightning.results import ROWS_BY_KEY
+
+    config = str(SCRIPT.parents[1] / "configs" / "cnn.yaml")
+    assert cli.parse_flags(["--config", config]) == cli.parse_flags(list(ROWS_BY_KEY["cnn"].flags))
+    quicker = cli.parse_flags(["--config", config, "--trainer.max_epochs", "3", "--data.data_dir", "photos"])
+    assert quicker["trainer"] == {"max_epochs": 3} and quicker["data"]["data_dir"] == "photos"
+    assert quicker["model"]["convs_per_block"] == 2  # the rest of the recipe stays
+
+
 def test_flags_reach_train(monkeypatch):
     seen = {}
     assert (
