@@ -111,6 +111,7 @@ def test_centre_zoom_keeps_the_middle_of_the_picture_at_full_size():
     from catdog_lightning.models.layers import centre_zoom, zoom_margin
 
     assert [zoom_margin(64, z) for z in (1.0, 0.9, 0.5)] == [0, 3, 16]  # 0.9 of 64: keeps 58 pixels
+    assert zoom_margin(64, 0.001) == 31 and zoom_margin(63, 0.001) == 31  # never an empty crop
     images = torch.rand(2, 3, 16, 16)
     assert torch.equal(centre_zoom(images, 0), images)
     framed = torch.zeros(2, 3, 16, 16)

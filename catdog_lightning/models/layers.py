@@ -31,8 +31,9 @@ class Standardize(nn.Module):
 
 
 def zoom_margin(image_size: int, zoom: float) -> int:
-    """Whole pixels to cut from each edge of an ``image_size`` picture to keep ``zoom`` of each side."""
-    return round(image_size * (1.0 - zoom) / 2)
+    """Whole pixels to cut from each edge of an ``image_size`` picture to keep ``zoom`` of each side
+    (at least one pixel is kept, however small ``zoom`` is)."""
+    return min(round(image_size * (1.0 - zoom) / 2), (image_size - 1) // 2)
 
 
 def centre_zoom(images: torch.Tensor, margin: int) -> torch.Tensor:
