@@ -91,9 +91,8 @@ class CatDogClassifier(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for ``N x 3 x S x S`` float images in [0, 1]."""
         images = self.standardize(images)
-        if not self.training and self._views:
-            return average_views(self.net, images, *self._views)
-        return self.net(images)
+        views = None if self.training else self._views
+        return average_views(self.net, images, *views) if views else self.net(images)
 
     @property
     def _views(self) -> tuple[bool, int] | None:
@@ -103,7 +102,8 @@ class CatDogClassifier(L.LightningModule):
 
     def network(self) -> nn.Module:
         """The plain module from images in [0, 1] to evaluation logits: what exports and the graph show."""
-        return nn.Sequential(self.standardize, ViewAverage(self.net, *self._views) if self._views else self.net)
+        views = self._views
+        return nn.Sequential(self.standardize, ViewAverage(self.net, *views) if views else self.net)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Checkpoints written before --data.normalize existed hold no statistics: they meant the identity.
