@@ -119,16 +119,22 @@ class CatDogClassifier(L.LightningModule):
             self.standardize.set_statistics(*datamodule.channel_stats())
 
     def _shared_step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss, P(cat) and labels of a batch.
+
+        Metrics get probabilities, never logits: torchmetrics' binary metrics apply a sigmoid only to a
+        batch holding a value outside [0, 1], so logits that all happen to fall inside it would be
+        thresholded at 0.5 as if they were probabilities, and scores would depend on batch size and sharding.
+        """
         images, labels = batch
         logits = self(images)
-        return self.loss_fn(logits, labels.float()), logits, labels
+        return self.loss_fn(logits, labels.float()), torch.sigmoid(logits.detach()), labels
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, logits, labels = self._shared_step(batch)
+        loss, probs, labels = self._shared_step(batch)
         # Only accumulate here; on_train_epoch_end logs once. Lightning's per-step logging machinery
         # costs milliseconds a step, a sizeable share of this small model's step time on a CPU.
         self.train_loss.update(loss.detach(), weight=len(labels))
-        self.train_acc.update(logits.detach(), labels)
+        self.train_acc.update(probs, labels)
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -138,10 +144,10 @@ class CatDogClassifier(L.LightningModule):
         self.train_acc.reset()
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        loss, logits, labels = self._shared_step(batch)
+        loss, probs, labels = self._shared_step(batch)
         self.val_loss.update(loss, weight=len(labels))
-        self.val_metrics.update(logits, labels)
-        self.val_confusion.update(logits, labels)
+        self.val_metrics.update(probs, labels)
+        self.val_confusion.update(probs, labels)
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
@@ -161,10 +167,10 @@ class CatDogClassifier(L.LightningModule):
         self.log_dict(metrics)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        loss, logits, labels = self._shared_step(batch)
+        loss, probs, labels = self._shared_step(batch)
         self.test_loss.update(loss, weight=len(labels))
-        self.test_metrics.update(logits, labels)
-        self.test_probs.update(torch.sigmoid(logits))
+        self.test_metrics.update(probs, labels)
+        self.test_probs.update(probs)
         self.test_labels.update(labels)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
 
