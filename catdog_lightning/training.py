@@ -46,6 +46,7 @@ SHAPE_KEYS = (
     ("model", "convs_per_block"),
     ("data", "image_size"),
     ("data", "normalize"),  # the statistics live in the weights' checkpoint, fixed by the first run
+    ("model", "unfreeze_at_epoch"),  # a probe's optimiser holds the head alone; a fine-tune's, the backbone too
 )
 HPARAM_METRICS = ("val/acc", "val/acc_best", "val/loss", "test/acc")
 RUN_NAME_ENV = "CATDOG_RUN_NAME"  # how DDP processes started by Lightning learn the run directory
@@ -228,6 +229,8 @@ def _quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", ".*It is recommended to use `self.log\\(.*sync_dist=True.*")
     # Resuming writes into the run's own checkpoints/ folder on purpose.
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+    # The test after fit meets the fine-tuning callback the model supplies (configure_callbacks) a second time.
+    warnings.filterwarnings("ignore", ".*configure_callbacks` will override existing callbacks.*")
     # Raised inside Lightning 2.6 itself on torch >= 2.10; nothing a user can act on.
     warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
@@ -261,6 +264,34 @@ def _resolve_run(config: dict, logs_dir: Path) -> tuple[Path | None, RunDirector
             f"--ckpt_path last --run_name {run.name}, or pick another name."
         )
     return None, run, config
+
+
+def _join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, ckpt: Path | None) -> tuple[float, str]:
+    """Hand the data's statistics and the starting weights to the model, and a probe's features to the data.
+
+    Returns the seconds spent on backbone features and a line about them ("" when there are none).
+    """
+    if model.backbone is not None and datamodule.hparams.normalize:
+        raise ConfigError(
+            f"--data.normalize: --model.arch {model.hparams.arch} standardises with ImageNet's mean and std, "
+            "as its weights were trained; drop the flag."
+        )
+    if ckpt is not None:  # resuming: fit restores weights and statistics from the checkpoint
+        if model.is_probe:  # ...but the probe's features are computed before fit, from the same weights
+            try:
+                model.load_state_dict(read_checkpoint(ckpt)["state_dict"])
+            except RuntimeError as exc:
+                raise ConfigError(f"--ckpt_path {ckpt}: its weights do not fit this model ({str(exc)[:120]}).") from None
+    else:
+        # --data.normalize: the training split's statistics become part of the model (and its checkpoints).
+        if datamodule.hparams.normalize:
+            model.standardize.set_statistics(*datamodule.channel_stats())
+        model.load_pretrained_weights()
+    if not model.is_probe:
+        return 0.0, ""
+    start = time.perf_counter()
+    note = datamodule.use_features(model.view_features, model.feature_key())
+    return time.perf_counter() - start, note
 
 
 def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
@@ -307,6 +338,7 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     # and before a run directory is made.
     datamodule.prepare_data()
     datamodule.setup("fit")
+    feature_seconds, feature_note = _join_data_and_model(datamodule, model, ckpt)
     resolved = {
         "data": dict(datamodule.hparams),
         "model": {k: v for k, v in model.hparams.items() if k != "image_size"},
@@ -320,6 +352,8 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     }
     if _is_main_process():
         print(datamodule.summary)
+        if feature_note:
+            print(f"{feature_note} in {feature_seconds:.1f} s")
         os.environ[RUN_NAME_ENV] = run.name
         run.path.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run.checkpoints)  # from a run killed while writing a checkpoint
@@ -338,7 +372,7 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
             f"python scripts/train.py --ckpt_path last --run_name {run.name}",
             exit_code=128 + stop.signum,
         ) from None
-    fit_seconds = time.perf_counter() - fit_start
+    fit_seconds = time.perf_counter() - fit_start + feature_seconds
 
     best_path = Path(best.best_model_path) if best.best_model_path else run.best_ckpt
     test_path = run.last_ckpt if test_checkpoint == "last" else best_path
@@ -350,7 +384,9 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
         "epochs_trained": int(last_saved["epoch"]) + 1,
         "tested_checkpoint": str(test_path),
         "global_step": int(last_saved["global_step"]),
-        "fit_seconds": fit_seconds,  # this process's trainer.fit (a resumed run's later part only)
+        # this process's trainer.fit, plus a linear probe's one-off feature extraction (a resumed run's later part only)
+        "fit_seconds": fit_seconds,
+        "feature_seconds": feature_seconds,
         "val/acc": float(best_saved["callbacks"][best.state_key]["best_model_score"]),
         **{k: float(v) for k, v in tested.items()},
         "best_checkpoint": str(best_path),

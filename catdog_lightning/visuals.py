@@ -80,6 +80,7 @@ class TensorBoardVisuals(L.Callback):
         self.per_class = per_class
         self._images: torch.Tensor | None = None
         self._labels: torch.Tensor | None = None
+        self._inputs: torch.Tensor | None = None
 
     def _writer(self, trainer: L.Trainer):
         logger = trainer.logger
@@ -88,7 +89,9 @@ class TensorBoardVisuals(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         val = trainer.datamodule.val_set
         picks = torch.cat([torch.nonzero(val.labels == c).flatten()[: self.per_class] for c in (1, 0)])
-        self._images, self._labels = val.images[picks], val.labels[picks]
+        self._images, self._labels = val.take(picks), val.labels[picks]
+        # A linear probe's backbone never changes: its features of these images are computed once, not every epoch.
+        self._inputs = pl_module.view_features(self._images) if pl_module.is_probe else self._images.float() / 255
         writer = self._writer(trainer)
         if writer is not None and trainer.global_step == 0:  # once per run, not again on resume
             with warnings.catch_warnings():  # TensorBoard's graph tracer is torch.jit.trace, now deprecated
@@ -102,7 +105,7 @@ class TensorBoardVisuals(L.Callback):
             return
         step = trainer.global_step
         with torch.no_grad():
-            probs = torch.sigmoid(pl_module(self._images.to(pl_module.device).float() / 255)).cpu()
+            probs = torch.sigmoid(pl_module(self._inputs.to(pl_module.device))).cpu()
         pixels = [img.permute(1, 2, 0).numpy() for img in self._images]
         labels = ["cat" if y == 1 else "dog" for y in self._labels.tolist()]
         captions = [f"{name} P(cat)={p:.2f}" for name, p in zip(labels, probs.tolist(), strict=True)]

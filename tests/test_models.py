@@ -90,6 +90,9 @@ def test_hyperparameters_are_primitives():
         "optimizer": "adam",
         "tta_flip": False,
         "tta_zoom": 1.0,
+        "weights": "imagenet",
+        "unfreeze_at_epoch": None,
+        "backbone_lr_ratio": 0.1,
     }
 
 

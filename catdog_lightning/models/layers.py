@@ -55,10 +55,13 @@ def average_views(net: nn.Module, images: torch.Tensor, flip: bool, margin: int 
     on random crops also knows the zoomed-in view, so several looks err less than one; it costs extra
     forward passes at evaluation and nothing in training.
     """
-    views = [images, centre_zoom(images, margin)] if margin > 0 else [images]
-    if flip:
-        views += [view.flip(-1) for view in views]
-    return torch.stack([net(view) for view in views]).mean(0)
+    return torch.stack([net(view) for view in views(images, flip, margin)]).mean(0)
+
+
+def views(images: torch.Tensor, flip: bool, margin: int = 0) -> list[torch.Tensor]:
+    """The looks :func:`average_views` averages over, in a fixed order: the image first."""
+    looks = [images, centre_zoom(images, margin)] if margin > 0 else [images]
+    return looks + [look.flip(-1) for look in looks] if flip else looks
 
 
 class ViewAverage(nn.Module):

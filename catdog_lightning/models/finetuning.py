@@ -1,0 +1,37 @@
+"""Fine-tuning a pretrained backbone: Lightning's ``BackboneFinetuning``, with its BatchNorm layers frozen too."""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.callbacks import BackboneFinetuning
+
+
+class HeadThenBackbone(BackboneFinetuning):
+    """The head alone until ``unfreeze_backbone_at_epoch``, then the backbone too, at ``ratio`` x the head's rate.
+
+    Lightning's callback does the unfreezing, the new optimiser parameter group and its rate (growing 1.5x
+    an epoch up to the head's, Lightning's ``multiplicative`` rule). Two things are added:
+
+    - the frozen backbone has its BatchNorm layers frozen too (Lightning's default keeps training them) and
+      runs in eval mode (``CatDogClassifier.train`` sees to that), so its statistics stay ImageNet's and a
+      training step computes what evaluation computes;
+    - a run resumed after the unfreeze epoch makes the backbone trainable again: Lightning restores the
+      parameter group but not ``requires_grad``, so the backbone would silently stop learning.
+    """
+
+    def __init__(self, unfreeze_backbone_at_epoch: int, backbone_lr_ratio: float):
+        super().__init__(unfreeze_backbone_at_epoch, backbone_initial_ratio_lr=backbone_lr_ratio, train_bn=True)
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        self.freeze(pl_module.backbone, train_bn=False)
+        pl_module.train(pl_module.training)  # re-apply eval mode to the now frozen backbone
+
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer) -> None:
+        super().finetune_function(pl_module, epoch, optimizer)
+        if epoch == self.unfreeze_backbone_at_epoch:
+            pl_module.train(pl_module.training)  # the backbone trains from this epoch on
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch > self.unfreeze_backbone_at_epoch:  # resumed past the unfreeze epoch
+            self.make_trainable(pl_module.backbone)
+            pl_module.train(pl_module.training)
