@@ -25,6 +25,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from .allocator import keep_freed_memory
 from .atomic import remove_stale_temporaries
 from .callbacks import EpochSeeder, SafeStops, TrainingInterrupted
 from .checkpoints import AtomicCheckpointIO, read_checkpoint
@@ -338,6 +339,7 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     # and before a run directory is made.
     datamodule.prepare_data()
     datamodule.setup("fit")
+    keep_freed_memory()  # from here on: training steps (not decoding, whose buffers are freed for good)
     feature_seconds, feature_note = _join_data_and_model(datamodule, model, ckpt)
     resolved = {
         "data": dict(datamodule.hparams),

@@ -12,6 +12,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tensorboard.compat.proto.summary_pb2 import Summary
 
+from .data.features import extract_features
+
 GOOD, BAD = (30, 140, 60), (200, 40, 40)
 
 
@@ -91,7 +93,8 @@ class TensorBoardVisuals(L.Callback):
         picks = torch.cat([torch.nonzero(val.labels == c).flatten()[: self.per_class] for c in (1, 0)])
         self._images, self._labels = val.take(picks), val.labels[picks]
         # A linear probe's backbone never changes: its features of these images are computed once, not every epoch.
-        self._inputs = pl_module.view_features(self._images) if pl_module.is_probe else self._images.float() / 255
+        probe = pl_module.is_probe
+        self._inputs = extract_features(self._images, pl_module.view_features) if probe else self._images.float() / 255
         writer = self._writer(trainer)
         if writer is not None and trainer.global_step == 0:  # once per run, not again on resume
             with warnings.catch_warnings():  # TensorBoard's graph tracer is torch.jit.trace, now deprecated

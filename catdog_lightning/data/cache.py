@@ -125,10 +125,13 @@ def load_or_decode(
     except OSError as exc:  # a read-only or full disk costs speed next time, not this run
         log.warning("Could not write the decode cache %s: %s", path, exc)
         return decoded
-    # From here on the run reads the memory-mapped file, as every later run will, not a private copy.
+    # From here on the run reads the memory-mapped file, as every later run will: the private copy is
+    # dropped first, so the pixels are never in memory twice.
+    del decoded
     mapped = _read_cache(path, key)
-    if mapped is None:
-        return decoded
+    if mapped is None:  # the file we just wrote is gone or damaged (another process, a full disk)
+        mapped = decode_files(files, size, draft, desc=f"decoding {root}")
+        mapped.key = key
     mapped.from_cache = False  # decoded by this run, as its summary says
     return mapped
 

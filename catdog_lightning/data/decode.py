@@ -92,24 +92,32 @@ def decode_many(
     workers = available_cores() if workers is None else workers
     chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=len(paths) < PROGRESS_BAR_FROM)
-    results: list[np.ndarray | DecodeFailure] = []
+    # Each chunk's pictures go straight into their rows: the decoded set is held once, not twice.
+    images = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    ok = np.zeros(len(paths), dtype=bool)
+    failures: list[DecodeFailure] = []
+
+    def place(start: int, chunk_results: list[np.ndarray | DecodeFailure]) -> None:
+        for i, result in enumerate(chunk_results, start):
+            if isinstance(result, DecodeFailure):
+                failures.append(result)
+            else:
+                images[i], ok[i] = result.transpose(2, 0, 1), True
+        bar.update(len(chunk_results))
+
     if workers <= 1 or len(chunks) <= 1:
-        for chunk in chunks:
-            results += _decode_chunk(chunk, size, draft)
-            bar.update(len(chunk))
+        for n, chunk in enumerate(chunks):
+            place(n * _CHUNK, _decode_chunk(chunk, size, draft))
     else:
         # fork: workers start in milliseconds and need nothing pickled but file names.
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
         with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx) as pool:
             futures = [pool.submit(_decode_chunk, chunk, size, draft) for chunk in chunks]
-            for future, chunk in zip(futures, chunks, strict=True):
-                results += future.result()
-                bar.update(len(chunk))
+            for n, future in enumerate(futures):
+                place(n * _CHUNK, future.result())
     bar.close()
-    kept = [i for i, r in enumerate(results) if not isinstance(r, DecodeFailure)]
-    failures = [r for r in results if isinstance(r, DecodeFailure)]
-    images = np.empty((len(kept), 3, size, size), dtype=np.uint8)
-    for row, i in enumerate(kept):
-        images[row] = results[i].transpose(2, 0, 1)
+    kept = np.flatnonzero(ok).tolist()
+    if len(kept) < len(paths):
+        images = images[ok]
     return images, kept, failures

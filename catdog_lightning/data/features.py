@@ -22,7 +22,10 @@ from tqdm import tqdm
 from ..atomic import atomic_write
 
 log = logging.getLogger(__name__)
-CHUNK = 64  # images per forward pass
+# Images per forward pass. Small on purpose: at 224 px a batch of 64 has activation tensors of ~300 MB,
+# which the allocator maps and unmaps from the OS on every pass; batches of 8 run 2.2x faster on 2 CPU
+# cores (65 vs 29 images/s, EfficientNet-Lite0) with half the peak memory.
+CHUNK = 8
 # uint8 N x 3 x S x S images -> float N x V x D features (V looks at each image)
 Extractor = Callable[[torch.Tensor], torch.Tensor]
 
