@@ -16,6 +16,7 @@ import torch
 
 from .checkpoints import read_checkpoint
 from .data.decode import decode_many
+from .data.features import CHUNK as FEATURE_CHUNK
 from .errors import ConfigError
 from .models import CatDogClassifier
 from .training import DEFAULT_LOGS_DIR, latest_run
@@ -51,6 +52,8 @@ class Classifier:
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """P(cat) for ``N x 3 x S x S`` uint8 images."""
+        if self.model.backbone is not None:  # big activations: small batches run faster (see data/features.py)
+            batch_size = min(batch_size, FEATURE_CHUNK)
         out = [
             torch.sigmoid(self.model(chunk.to(self.device).float().div_(255))).cpu()
             for chunk in images.split(batch_size)

@@ -232,6 +232,8 @@ def _quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
     # The test after fit meets the fine-tuning callback the model supplies (configure_callbacks) a second time.
     warnings.filterwarnings("ignore", ".*configure_callbacks` will override existing callbacks.*")
+    # A frozen pretrained backbone is kept in eval mode on purpose (CatDogClassifier.train).
+    warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode at the start of training.*")
     # Raised inside Lightning 2.6 itself on torch >= 2.10; nothing a user can act on.
     warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
@@ -282,7 +284,8 @@ def _join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, 
             try:
                 model.load_state_dict(read_checkpoint(ckpt)["state_dict"])
             except RuntimeError as exc:
-                raise ConfigError(f"--ckpt_path {ckpt}: its weights do not fit this model ({str(exc)[:120]}).") from None
+                reason = " ".join(str(exc).split())[:120]
+                raise ConfigError(f"--ckpt_path {ckpt}: its weights do not fit this model ({reason}).") from None
     else:
         # --data.normalize: the training split's statistics become part of the model (and its checkpoints).
         if datamodule.hparams.normalize:

@@ -100,7 +100,12 @@ class TensorBoardVisuals(L.Callback):
             with warnings.catch_warnings():  # TensorBoard's graph tracer is torch.jit.trace, now deprecated
                 warnings.simplefilter("ignore", FutureWarning)
                 # The plain network, not the LightningModule: its graph is what a reader wants to see.
+                # add_graph switches the network to eval and back with .train(), which would put a frozen
+                # backbone (kept in eval mode by the LightningModule) into training mode: restore every mode.
+                modes = {module: module.training for module in pl_module.modules()}
                 writer.add_graph(pl_module.network(), self._images[:1].to(pl_module.device).float() / 255)
+                for module, training in modes.items():
+                    module.training = training
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = self._writer(trainer)

@@ -56,9 +56,11 @@ def load_or_extract(
     if path is not None and path.exists():
         try:
             blob = torch.load(path, weights_only=True)
-            if blob["key"] == key and len(blob["features"]) == len(images) and _checksum(blob["features"]) == blob[
-                "checksum"
-            ]:
+            if (
+                blob["key"] == key
+                and len(blob["features"]) == len(images)
+                and _checksum(blob["features"]) == blob["checksum"]
+            ):
                 return blob["features"], True
         except Exception as exc:  # torn or foreign file: compute afresh
             log.warning("Feature cache %s is unreadable (%s); recomputing it.", path, type(exc).__name__)

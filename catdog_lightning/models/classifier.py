@@ -83,7 +83,9 @@ class CatDogClassifier(L.LightningModule):
         if not 0.0 < tta_zoom <= 1.0:
             raise ConfigError(f"--model.tta_zoom must be in (0, 1], got {tta_zoom}; try 0.9, or 1 for none.")
         if unfreeze_at_epoch is not None and unfreeze_at_epoch < 0:
-            raise ConfigError(f"--model.unfreeze_at_epoch must be 0 or more (or unset: a linear probe), got {unfreeze_at_epoch}.")
+            raise ConfigError(
+                f"--model.unfreeze_at_epoch must be 0 or more (or unset: a linear probe), got {unfreeze_at_epoch}."
+            )
         if not backbone_lr_ratio > 0:
             raise ConfigError(f"--model.backbone_lr_ratio must be positive, got {backbone_lr_ratio}; try 0.1.")
         # Primitives only: the checkpoint then loads with weights_only=True and needs no other argument.
