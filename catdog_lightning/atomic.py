@@ -9,14 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-TMP_SUFFIX = ".tmp"
+TMP_SUFFIX = ".catdog-tmp"  # distinctive: clean-up must never touch another program's temporaries
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(fh)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
 
     A process killed at any moment leaves ``path`` as it was (or absent) plus at most one stray
-    ``*.tmp`` file, which :func:`remove_stale_temporaries` cleans up later.
+    ``.<name>.*.catdog-tmp`` file, which :func:`remove_stale_temporaries` cleans up later.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,11 +40,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         pass
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, older_than_s: float = 0.0) -> list[Path]:
-    """Delete temporaries left in ``folder`` by writers killed mid-write (those older than ``older_than_s``)."""
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_write` of a UTF-8 text file (config.yaml, metrics.json, reports)."""
+    atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def remove_stale_temporaries(
+    folder: str | os.PathLike, older_than_s: float = 0.0, names: tuple[str, ...] = ("",)
+) -> list[Path]:
+    """Delete this project's temporaries left in ``folder`` by writers killed mid-write: those of files whose
+    names start with one of ``names``, older than ``older_than_s``. Nothing else in the folder is touched."""
     now = time.time()
     stale = []
-    for path in Path(folder).glob(f".*{TMP_SUFFIX}") if Path(folder).is_dir() else []:
+    found = [p for name in names for p in Path(folder).glob(f".{name}*{TMP_SUFFIX}")] if Path(folder).is_dir() else []
+    for path in found:
         try:
             if now - path.stat().st_mtime >= older_than_s:
                 path.unlink()

@@ -62,7 +62,7 @@ def test_any_file_change_invalidates(folder, tmp_path, count_decodes, change):
     assert len(list((tmp_path / "c").iterdir())) == 1, "a changed folder reuses its slot, no stale files pile up"
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip_pixel_byte"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip_pixel_byte", "flip_label", "swap_paths"])
 def test_damaged_cache_is_detected_and_rebuilt(folder, tmp_path, count_decodes, damage):
     # A copy: the cache is memory-mapped, and damaging the file in place (this test does; the cache's own
     # writes never do: they rename a new file into place) would pull the pages out from under a mapping.
@@ -75,7 +75,12 @@ def test_damaged_cache_is_detected_and_rebuilt(folder, tmp_path, count_decodes, 
         path.write_bytes(b"not a torch file at all")
     else:
         blob = torch.load(path, weights_only=True)
-        blob["images"][0, 0, 0, 0] ^= 1  # one bit of one pixel: only the checksum can tell
+        if damage == "flip_pixel_byte":
+            blob["images"][0, 0, 0, 0] ^= 1  # one bit of one pixel: only the checksum can tell
+        elif damage == "flip_label":
+            blob["labels"][0] ^= 1  # a cat becomes a dog: training would learn a wrong label unnoticed
+        else:
+            blob["paths"][0], blob["paths"][1] = blob["paths"][1], blob["paths"][0]
         torch.save(blob, path)
     rebuilt = load(folder, tmp_path / "c")
     assert not rebuilt.from_cache and len(count_decodes) == 2
@@ -112,3 +117,15 @@ def test_cache_off_decodes_every_time(folder, count_decodes):
     load(folder, None)
     load(folder, None)
     assert count_decodes == [6, 6]
+
+
+def test_clean_up_touches_only_its_own_temporaries(tmp_path):
+    from catdog_lightning.atomic import TMP_SUFFIX, remove_stale_temporaries
+
+    mine = tmp_path / f".decoded-abc.pt.x1{TMP_SUFFIX}"
+    others = [tmp_path / ".someone-elses.tmp", tmp_path / ".decoded-abc.pt.x2.tmp", tmp_path / f".notes{TMP_SUFFIX}"]
+    for path in [mine, *others]:
+        path.write_bytes(b"x")
+        os.utime(path, (0, 0))  # very old
+    assert remove_stale_temporaries(tmp_path, older_than_s=3600, names=("decoded-", "features-")) == [mine]
+    assert all(p.exists() for p in others)

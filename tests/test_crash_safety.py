@@ -12,8 +12,10 @@ import pytest
 import torch
 from conftest import train_script
 
+from catdog_lightning.atomic import TMP_SUFFIX
 from catdog_lightning.checkpoints import AtomicCheckpointIO, read_checkpoint
-from catdog_lightning.training import merge, train
+from catdog_lightning.resume import merge
+from catdog_lightning.training import train
 
 # Runs train(config) from JSON; KILL_ON_LAST_RENAME=n SIGKILLs the process on its n-th last.ckpt save,
 # after the new file is written and fsynced but before it is renamed over the old one.
@@ -76,10 +78,10 @@ def test_kill_9_during_a_checkpoint_write_then_resume(tiny_config, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     ckpts = Path(config["logs_dir"]) / "r" / "checkpoints"
     assert read_checkpoint(ckpts / "last.ckpt")["epoch"] == 0, "the first epoch's last.ckpt survives intact"
-    assert list(ckpts.glob(".last.ckpt.*.tmp")), "the killed write left its temporary beside it"
+    assert list(ckpts.glob(f".last.ckpt.*{TMP_SUFFIX}")), "the killed write left its temporary beside it"
     metrics = train({"ckpt_path": "last", "logs_dir": config["logs_dir"]})
     assert metrics["epochs_trained"] == 4
-    assert not list(ckpts.glob(".*.tmp")), "stale temporaries are cleaned up on resume"
+    assert not list(ckpts.glob(f".*{TMP_SUFFIX}")), "stale temporaries are cleaned up on resume"
     for ckpt in ckpts.glob("*.ckpt"):
         read_checkpoint(ckpt)
 

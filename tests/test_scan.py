@@ -70,3 +70,17 @@ def test_order_is_sorted_and_stable(tmp_path):
         write_image(tmp_path / "cat" / f"{i}.jpg")
     paths = [f.path for f in scan_folder(tmp_path).files]
     assert paths == sorted(paths)
+
+
+def test_a_fifo_named_like_a_photo_is_skipped_not_read(tmp_path):
+    """Opening a FIFO blocks until someone writes to it: the scan and the decoder must never try."""
+    from catdog_lightning.data.decode import decode_many
+
+    write_image(tmp_path / "cat" / "real.jpg")
+    fifo = tmp_path / "cat" / "x.jpg"
+    os.mkfifo(fifo)
+    result = scan_folder(tmp_path)
+    assert [f.path for f in result.files] == [str(tmp_path / "cat" / "real.jpg")]
+    assert result.unreadable == [str(fifo)]
+    images, kept, failures = decode_many([str(fifo), str(tmp_path / "cat" / "real.jpg")], 16, workers=1)
+    assert kept == [1] and "not a regular file" in failures[0].reason

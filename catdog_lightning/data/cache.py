@@ -49,9 +49,14 @@ def content_key(files: list[ImageFile], size: int, draft: bool) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _checksum(images: torch.Tensor) -> int:
-    # CRC32 catches accidental damage (a flipped bit, a torn write) at ~2 GB/s; nobody forges a cache.
-    return zlib.crc32(images.contiguous().numpy().data)
+def _checksum(images: torch.Tensor, labels: torch.Tensor, paths: list[str], failures: list[list[str]]) -> int:
+    """CRC32 of the whole payload: pixels, labels, paths and failures (a flipped label byte is caught too).
+
+    It catches accidental damage (a flipped bit, a torn write) at ~2 GB/s; nobody forges a cache.
+    """
+    crc = zlib.crc32(images.contiguous().numpy().data)
+    crc = zlib.crc32(labels.contiguous().numpy().data, crc)
+    return zlib.crc32(json.dumps([paths, failures]).encode(), crc)
 
 
 def cache_path(cache_dir: str | os.PathLike, root: str | os.PathLike, size: int, draft: bool) -> Path:
@@ -70,7 +75,8 @@ def _read_cache(path: Path, key: str) -> DecodedImages | None:
             blob["key"] == key
             and images.dtype == torch.uint8
             and images.shape[0] == labels.shape[0] == len(blob["paths"])
-            and _checksum(images) == blob["checksum"]
+            and _checksum(images, labels, blob["paths"], [blob["failed_paths"], blob["failed_reasons"]])
+            == blob["checksum"]
         )
     except Exception as exc:  # truncated zip, bad pickle, missing field: all mean "rebuild"
         log.warning("Decode cache %s is unreadable (%s); rebuilding it.", path, type(exc).__name__)
@@ -82,16 +88,18 @@ def _read_cache(path: Path, key: str) -> DecodedImages | None:
 
 
 def _write_cache(path: Path, key: str, decoded: DecodedImages) -> None:
+    failed = [[f.path for f in decoded.failures], [f.reason for f in decoded.failures]]
     blob = {
         "key": key,
         "images": decoded.images,
         "labels": decoded.labels,
         "paths": decoded.paths,
-        "failed_paths": [f.path for f in decoded.failures],
-        "failed_reasons": [f.reason for f in decoded.failures],
-        "checksum": _checksum(decoded.images),
+        "failed_paths": failed[0],
+        "failed_reasons": failed[1],
+        "checksum": _checksum(decoded.images, decoded.labels, decoded.paths, failed),
     }
-    remove_stale_temporaries(path.parent, older_than_s=3600)  # left by runs killed while writing; not a live one's
+    # Left by runs killed while writing (not a live one's: an hour old), and only our own cache files'.
+    remove_stale_temporaries(path.parent, older_than_s=3600, names=("decoded-", "features-"))
     atomic_write(path, lambda fh: torch.save(blob, fh))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -52,6 +53,8 @@ def decode_image(path: str | os.PathLike, size: int, draft: bool = True) -> np.n
     Raises on anything unreadable, including images over PIL's decompression-bomb limit, which is
     checked from the header before any pixel is decoded.
     """
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO (or socket, device) would block the read forever
+        raise ValueError("not a regular file (a FIFO, socket or device)")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as img:

@@ -11,6 +11,7 @@ is *skipped and reported*, never silently labelled dog as the lesson's code did.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -33,7 +34,9 @@ class ImageFile:
 class ScanResult:
     files: list[ImageFile] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)  # cannot even be stat-ed (broken link, loop)
+    # cannot even be stat-ed (broken link, loop), or not a regular file (a FIFO, socket or device: reading
+    # one could block forever)
+    unreadable: list[str] = field(default_factory=list)
 
 
 def folder_label(folders: Sequence[str]) -> int | None:
@@ -88,6 +91,9 @@ def scan_folder(root: str | os.PathLike) -> ScanResult:
             try:
                 st = os.stat(path)
             except OSError:
+                result.unreadable.append(path)
+                continue
+            if not stat.S_ISREG(st.st_mode):
                 result.unreadable.append(path)
                 continue
             result.files.append(ImageFile(path, label, st.st_size, st.st_mtime_ns))
