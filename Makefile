@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
+# The real photos the benchmark and the results table are measured on (outside the project, never copied in).
+CATDOG_A ?= ../shared/data/catdog-a
 
 .PHONY: venv train test test-slow test-all benchmark results lint tensorboard clean
 
@@ -27,10 +29,10 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
 benchmark: $(STAMP)
-	$(BIN)/python scripts/benchmark.py $(ARGS)
+	$(BIN)/python scripts/benchmark.py --data_dir $(CATDOG_A) $(ARGS)
 
 results: $(STAMP)
-	$(BIN)/python scripts/results.py $(ARGS)
+	$(BIN)/python scripts/results.py --data_dir $(CATDOG_A) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check catdog_lightning scripts tests

@@ -4,6 +4,9 @@ jsonargparse builds the ``--data.*``, ``--model.*`` and ``--trainer.*`` flags fr
 of ``CatDogDataModule``, ``CatDogClassifier`` and ``lightning.Trainer`` (as LightningCLI does), so
 their docstrings are the help text. Only the flags actually given are passed on to ``train()``, so
 a resumed run keeps its saved settings unless a flag overrides them.
+
+The parsers of every script live here, and nothing else does: each command's body is with its subject
+(training, inference, evaluation, export, the lab). Over 250 lines because that is eight parsers.
 """
 
 from __future__ import annotations
@@ -11,14 +14,13 @@ from __future__ import annotations
 import sys
 from argparse import ArgumentError
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Literal
 
 import lightning as L
 from jsonargparse import ActionConfigFile, ArgumentParser
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from .errors import ConfigError, Interrupted, UserError
+from .errors import Interrupted, UserError
 
 # Trainer arguments train() sets itself.
 _TRAINER_OWNED = {"logger", "callbacks", "default_root_dir", "enable_checkpointing", "use_distributed_sampler"}
@@ -27,7 +29,8 @@ _TRAINER_OWNED = {"logger", "callbacks", "default_root_dir", "enable_checkpointi
 def build_parser() -> ArgumentParser:
     from .data import CatDogDataModule
     from .models import CatDogClassifier
-    from .training import DEFAULT_LOGS_DIR, DEFAULT_SEED, TRAINER_DEFAULTS
+    from .runs import DEFAULT_LOGS_DIR
+    from .training import DEFAULT_SEED, TRAINER_DEFAULTS
 
     parser = ArgumentParser(
         prog="train.py",
@@ -131,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _add_run_flags(parser: ArgumentParser, prefix: str) -> None:
     """--run_name and --logs_dir of the scripts whose runs are named <prefix>_N."""
-    from .training import DEFAULT_LOGS_DIR
+    from .runs import DEFAULT_LOGS_DIR
 
     parser.add_argument("--run_name", type=str | None, default=None, help=f"run directory (default: next {prefix}_N)")
     parser.add_argument("--logs_dir", type=str, default=DEFAULT_LOGS_DIR, help="where run directories are written")
@@ -139,8 +142,8 @@ def _add_run_flags(parser: ArgumentParser, prefix: str) -> None:
 
 def build_numpy_parser() -> ArgumentParser:
     from .data import CatDogDataModule
+    from .lab.numpy_training import DEFAULTS
     from .numpy_net import INITS
-    from .numpy_training import DEFAULTS
 
     parser = ArgumentParser(
         prog="train_numpy.py",
@@ -169,13 +172,13 @@ def build_numpy_parser() -> ArgumentParser:
 
 
 def numpy_main(argv: Sequence[str] | None = None) -> int:
-    from .numpy_training import train_numpy
+    from .lab.numpy_training import train_numpy
 
     return run_cli(train_numpy, argv, build_numpy_parser())
 
 
 def build_lesson_parser() -> ArgumentParser:
-    from .lesson import EPOCHS
+    from .lab.lesson import EPOCHS
 
     parser = ArgumentParser(
         prog="lesson.py",
@@ -199,13 +202,14 @@ def build_lesson_parser() -> ArgumentParser:
 
 
 def lesson_main(argv: Sequence[str] | None = None) -> int:
-    from .lesson import run_lesson_cli
+    from .lab.lesson import run_lesson_cli
 
     return run_cli(run_lesson_cli, argv, build_lesson_parser(), parse=_parse_all)
 
 
 def build_results_parser() -> ArgumentParser:
-    from .results import DEFAULT_DATA, DEFAULT_PLOT, DEFAULT_STORE, DEFAULT_TABLE, ROWS, SEEDS
+    from .lab.results import DEFAULT_PLOT, DEFAULT_STORE, DEFAULT_TABLE
+    from .lab.rows import ROWS, SEEDS
 
     parser = ArgumentParser(
         prog="results.py",
@@ -213,7 +217,9 @@ def build_results_parser() -> ArgumentParser:
         "Runs already stored in docs/results.json with the same command line are kept, not re-run.",
         exit_on_error=False,
     )
-    parser.add_argument("--data_dir", type=str, default=str(DEFAULT_DATA), help="folder with train/ and test/")
+    parser.add_argument(
+        "--data_dir", type=str, required=True, help="folder with train/ and test/ (make results uses catdog-a)"
+    )
     parser.add_argument(
         "--rows", type=list[str] | None, default=None, help=f"rows to measure: {', '.join(r.key for r in ROWS)}"
     )
@@ -228,13 +234,13 @@ def build_results_parser() -> ArgumentParser:
 
 
 def results_main(argv: Sequence[str] | None = None) -> int:
-    from .results import run_results
+    from .lab.results import run_results
 
     return run_cli(run_results, argv, build_results_parser(), parse=_parse_all)
 
 
 def _tool_parser(prog: str, description: str) -> ArgumentParser:
-    from .training import DEFAULT_LOGS_DIR
+    from .runs import DEFAULT_LOGS_DIR
 
     parser = ArgumentParser(prog=prog, description=description, exit_on_error=False)
     parser.add_argument(
@@ -247,16 +253,6 @@ def _tool_parser(prog: str, description: str) -> ArgumentParser:
     return parser
 
 
-def _checkpoint(args: dict) -> str:
-    from .inference import default_checkpoint
-
-    if args.get("ckpt_path"):
-        return args["ckpt_path"]
-    ckpt = str(default_checkpoint(args["logs_dir"]))
-    print(f"Using {ckpt} (the most recent run's best checkpoint)", file=sys.stderr)
-    return ckpt
-
-
 def _parse_all(parser: ArgumentParser | None, argv: Sequence[str] | None) -> dict:
     return parser.parse_args(list(sys.argv[1:] if argv is None else argv)).as_dict()
 
@@ -266,47 +262,28 @@ def _run_tool(command: Callable[[dict], object], parser: ArgumentParser, argv: S
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
+    from .inference import predict_command
+
     parser = _tool_parser("predict.py", "P(cat) for image files and folders (searched recursively).")
     parser.add_argument("paths", nargs="+", help="image files and/or folders")
     parser.add_argument("--output", type=str | None, default=None, help="also write the predictions to .csv or .json")
     parser.add_argument("--batch_size", type=int, default=256, help="images per forward pass")
-
-    def command(args: dict) -> None:
-        from .data.scan import find_images
-        from .inference import load_classifier
-        from .reports import write_predictions
-
-        output = args.get("output")
-        if output and Path(output).suffix.lower() not in (".csv", ".json"):
-            raise ConfigError(f"--output {output}: use a .csv or .json file name.")
-        missing = [p for p in args["paths"] if not Path(p).exists()]
-        if missing:
-            raise ConfigError(f"{missing[0]}: no such file or folder.")
-        paths = find_images(args["paths"])
-        if not paths:
-            raise ConfigError(f"no image files (.jpg .jpeg .png .bmp .webp) in {' '.join(args['paths'])}.")
-        predictions = load_classifier(_checkpoint(args)).predict(paths, args["batch_size"])
-        for p in predictions:
-            if p.p_cat is not None:
-                print(f"{p.path}\t{p.p_cat:.4f}\t{p.label}")
-        skipped = [p for p in predictions if p.p_cat is None]
-        for p in skipped:
-            print(f"skipped {p.path}: {p.error}", file=sys.stderr)
-        print(f"{len(predictions) - len(skipped)} predicted, {len(skipped)} skipped", file=sys.stderr)
-        if output:
-            write_predictions(predictions, output)
-            print(f"wrote {output}", file=sys.stderr)
-
-    return _run_tool(command, parser, argv)
+    return _run_tool(predict_command, parser, argv)
 
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
-    parser = _tool_parser("evaluate.py", "Score a checkpoint on a labelled folder (its test/ when it has one).")
+    from .evaluation import evaluate_command
+
+    parser = _tool_parser(
+        "evaluate.py",
+        "Score a checkpoint on its run's own test split, with the decode cache and splits training used; or "
+        "on a labelled folder (its test/ when it has one).",
+    )
     parser.add_argument(
         "--data.data_dir",
         type=str | None,
         default=None,
-        help="labelled photos, either layout (default: the data the checkpoint was trained on)",
+        help="labelled photos, either layout (default: the test split of the data the checkpoint was trained on)",
     )
     parser.add_argument(
         "--report",
@@ -315,45 +292,28 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         help="JSON report path (default: evaluation.json in the checkpoint's run directory)",
     )
     parser.add_argument("--errors_grid", type=str | None, default=None, help="save a picture of the worst mistakes")
-
-    def command(args: dict) -> None:
-        import json
-
-        from .checkpoints import read_checkpoint
-        from .data.synthetic import DEFAULT_BUILTIN_DIR, ensure_builtin_dataset
-        from .evaluation import evaluate_folder, evaluation_folder, format_report, save_errors_grid
-        from .inference import load_classifier
-
-        ckpt = _checkpoint(args)
-        data_dir = args["data"]["data_dir"]
-        if data_dir is None:  # the data this model was trained on
-            data_dir = read_checkpoint(ckpt).get("datamodule_hyper_parameters", {}).get("data_dir")
-            data_dir = data_dir or ensure_builtin_dataset(DEFAULT_BUILTIN_DIR)
-        report = {"checkpoint": ckpt, **evaluate_folder(load_classifier(ckpt), evaluation_folder(data_dir))}
-        print(format_report(report, ckpt))
-        path = Path(args.get("report") or (Path(ckpt).parent.parent / "evaluation.json"))
-        path.write_text(json.dumps(report, indent=2))
-        print(f"  report     {path}")
-        if args.get("errors_grid"):
-            shown = save_errors_grid(report, args["errors_grid"])
-            print(f"  errors     {args['errors_grid']} ({shown} worst mistakes)")
-
-    return _run_tool(command, parser, argv)
+    return _run_tool(evaluate_command, parser, argv)
 
 
 def export_main(argv: Sequence[str] | None = None) -> int:
+    from .export import export_command
+
     parser = _tool_parser("export.py", "Export a checkpoint to ONNX or TorchScript (outputs P(cat)).")
     parser.add_argument("--format", type=str, default="onnx", help="onnx or torchscript")
     parser.add_argument("--output", type=str, help="the file to write, e.g. model.onnx or model.pt")
+    return _run_tool(export_command, parser, argv)
 
-    def command(args: dict) -> None:
-        from .export import export_model
 
-        if not args.get("output"):
-            raise ConfigError("--output is required, e.g. --output model.onnx")
-        contract = export_model(_checkpoint(args), args["format"], args["output"])
-        print(f"wrote {args['output']} ({args['format']})")
-        for key, value in contract.items():
-            print(f"  {key:<10} {value}")
+def benchmark_main(argv: Sequence[str] | None = None) -> int:
+    from .lab.benchmark import run_benchmark_cli
 
-    return _run_tool(command, parser, argv)
+    parser = ArgumentParser(
+        prog="benchmark.py",
+        description="Time the lesson's pipeline, this project's, and the compute floor side by side, each in a "
+        "fresh process, and print medians and ratios.",
+        exit_on_error=False,
+    )
+    parser.add_argument("--data_dir", type=str | None, default=None, help="folder with train/ (default: built-in data)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs timed for each pipeline (at least 2)")
+    parser.add_argument("--json", type=bool, default=False, help="print machine-readable JSON instead of the table")
+    return _run_tool(run_benchmark_cli, parser, argv)

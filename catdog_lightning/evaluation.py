@@ -1,10 +1,19 @@
-"""Score a trained model on a labelled folder: metrics, confusion matrix, and the mistakes themselves."""
+"""Score a trained model on labelled photos: metrics, confusion matrix, and the mistakes themselves.
+
+One path with training: the photos come from a ``CatDogDataModule`` with the checkpoint's own data settings
+(so the decode cache, the splits and the pixels are training's), and the probabilities from Lightning's
+``trainer.predict``. Without ``--data.data_dir`` that is the run's own test split, the ``test/`` folder or
+the split carved from ``train/``, so the numbers equal the run's test metrics; with one, every labelled
+photo of that folder (of its ``test/``, when it has one).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import lightning as L
 import torch
 from torchmetrics.functional.classification import (
     binary_accuracy,
@@ -15,11 +24,14 @@ from torchmetrics.functional.classification import (
     binary_recall,
 )
 
-from .data.decode import decode_image
-from .data.scan import CAT, scan_labelled_folder
+from .checkpoints import read_checkpoint
+from .data import CatDogDataModule
+from .data.scan import CAT
 from .errors import DataError
-from .inference import Classifier
-from .visuals import caption_grid
+from .inference import checkpoint_or_latest, load_model
+from .pictures import caption_grid
+
+CPU_EVALUATOR = {"accelerator": "cpu", "devices": 1}
 
 
 def evaluation_folder(data_dir: str | os.PathLike) -> Path:
@@ -30,25 +42,56 @@ def evaluation_folder(data_dir: str | os.PathLike) -> Path:
     return data_dir / "test" if (data_dir / "test").is_dir() else data_dir
 
 
-def evaluate_folder(classifier: Classifier, folder: str | os.PathLike) -> dict:
-    """Accuracy, precision, recall, F1, AUROC, confusion matrix and misclassified files (worst first)."""
-    scan = scan_labelled_folder(folder)
-    predictions = classifier.predict([f.path for f in scan.files])
-    scored = [(p, f.label) for p, f in zip(predictions, scan.files, strict=True) if p.p_cat is not None]
-    if not scored:
-        raise DataError(f"None of the {len(scan.files)} images in {folder} could be read.")
-    probs = torch.tensor([p.p_cat for p, _ in scored])
-    labels = torch.tensor([y for _, y in scored])
+def evaluation_data(ckpt_path: str | os.PathLike, data_dir: str | None = None) -> CatDogDataModule:
+    """The checkpoint's data settings, set up for scoring: its own test split, or ``data_dir``'s photos."""
+    settings = dict(read_checkpoint(ckpt_path).get("datamodule_hyper_parameters", {}))
+    datamodule = CatDogDataModule(**{**settings, "augment": False})
+    if data_dir is None:
+        datamodule.prepare_data()
+        datamodule.setup("test")
+    else:
+        datamodule.setup_test_folder(evaluation_folder(data_dir))
+    return datamodule
+
+
+def _where(datamodule: CatDogDataModule, data_dir: str | None) -> str:
+    if data_dir is not None:
+        return str(evaluation_folder(data_dir))
+    if datamodule.test_is_carved:
+        return f"{datamodule.root / 'train'} (the test split carved from it)"
+    return str(datamodule.root / "test")
+
+
+def evaluate(
+    ckpt_path: str | os.PathLike, data_dir: str | None = None, trainer: dict | None = None
+) -> tuple[dict, CatDogDataModule]:
+    """Accuracy, precision, recall, F1, AUROC, confusion matrix and misclassified files (worst first), and
+    the data they were measured on."""
+    datamodule = evaluation_data(ckpt_path, data_dir)
+    test = datamodule.test_set
+    if test is None or len(test) == 0:
+        raise DataError(f"no labelled test images in {_where(datamodule, data_dir)}.")
+    evaluator = L.Trainer(
+        **(trainer or CPU_EVALUATOR),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=len(test) >= 256,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    probs = torch.cat(evaluator.predict(load_model(ckpt_path), datamodule=datamodule)).cpu().float()
+    labels = test.labels
     tn, fp, fn, tp = binary_confusion_matrix(probs, labels).flatten().tolist()
     wrong = [
-        {"path": p.path, "label": "cat" if y == CAT else "dog", "p_cat": p.p_cat}
-        for p, y in scored
-        if (p.p_cat > 0.5) != (y == CAT)
+        {"path": path, "label": "cat" if y == CAT else "dog", "p_cat": p, "row": row}
+        for row, (path, p, y) in enumerate(zip(test.paths, probs.tolist(), labels.tolist(), strict=True))
+        if (p > 0.5) != (y == CAT)
     ]
     wrong.sort(key=lambda w: abs((w["label"] == "cat") - w["p_cat"]), reverse=True)
     return {
-        "folder": str(folder),
-        "images": len(scored),
+        "checkpoint": str(ckpt_path),
+        "folder": _where(datamodule, data_dir),
+        "images": len(test),
         "accuracy": float(binary_accuracy(probs, labels)),
         "precision": float(binary_precision(probs, labels)),
         "recall": float(binary_recall(probs, labels)),
@@ -60,25 +103,44 @@ def evaluate_folder(classifier: Classifier, folder: str | os.PathLike) -> dict:
             "counts": [[tn, fp], [fn, tp]],
         },
         "misclassified": wrong,
-        "skipped": [{"path": p, "reason": "neither cat nor dog in its folder or name"} for p in scan.unlabelled]
-        + [{"path": p.path, "reason": p.error} for p in predictions if p.p_cat is None]
-        + [{"path": p, "reason": "cannot be read"} for p in scan.unreadable],
-    }
+        "skipped": [{"path": path, "reason": reason} for path, reason in datamodule.test_skipped],
+    }, datamodule
 
 
-def save_errors_grid(report: dict, path: str | os.PathLike, count: int = 24) -> int:
-    """A picture of the ``count`` worst mistakes, captioned with the true label and P(cat). Returns how many."""
+def evaluate_checkpoint(
+    ckpt_path: str | Path, data: dict | None = None, trainer: dict | None = None, stage: str = "test"
+) -> dict:
+    """The LightningModule's own metrics of a checkpoint on its test (or ``stage="validate"``: validation)
+    images, under any Trainer (e.g. several DDP processes). The data settings are the checkpoint's, updated
+    by ``data``."""
+    from .training import TRAINER_DEFAULTS
+
+    saved = read_checkpoint(ckpt_path)
+    datamodule = CatDogDataModule(**{**saved.get("datamodule_hyper_parameters", {}), **(data or {})})
+    evaluator = L.Trainer(
+        **{**TRAINER_DEFAULTS, **(trainer or {})},
+        logger=False,
+        enable_checkpointing=False,
+        use_distributed_sampler=False,
+    )
+    run = evaluator.test if stage == "test" else evaluator.validate
+    return {k: float(v) for k, v in run(load_model(ckpt_path), datamodule=datamodule, verbose=False)[0].items()}
+
+
+def save_errors_grid(report: dict, datamodule: CatDogDataModule, path: str | os.PathLike, count: int = 24) -> int:
+    """A picture of the ``count`` worst mistakes, as the model saw them, captioned with the true label and P(cat)."""
     worst = report["misclassified"][:count]
-    pictures = [decode_image(w["path"], 128) for w in worst]
+    rows = torch.tensor([w["row"] for w in worst], dtype=torch.long)
+    pictures = [img.permute(1, 2, 0).numpy() for img in datamodule.test_set.take(rows)] if worst else []
     captions = [f"{w['label']} P(cat)={w['p_cat']:.2f}" for w in worst]
     caption_grid(pictures, captions, [False] * len(worst), columns=min(8, max(1, len(worst)))).save(path)
     return len(worst)
 
 
-def format_report(report: dict, checkpoint: str) -> str:
+def format_report(report: dict) -> str:
     (tn, fp), (fn, tp) = report["confusion_matrix"]["counts"]
     lines = [
-        f"Evaluated {checkpoint} on {report['images']} images in {report['folder']}",
+        f"Evaluated {report['checkpoint']} on {report['images']} images in {report['folder']}",
         f"  accuracy   {report['accuracy']:.4f}",
         f"  precision  {report['precision']:.4f}   (of images called cat, the share that are cats)",
         f"  recall     {report['recall']:.4f}   (of cats, the share found)",
@@ -95,3 +157,16 @@ def format_report(report: dict, checkpoint: str) -> str:
     if report["skipped"]:
         lines.append(f"  skipped: {len(report['skipped'])} file(s), listed in the JSON report")
     return "\n".join(lines)
+
+
+def evaluate_command(args: dict) -> None:
+    """scripts/evaluate.py: score, print, write the JSON report and (``--errors_grid``) the worst mistakes."""
+    ckpt = checkpoint_or_latest(args.get("ckpt_path"), args["logs_dir"])
+    report, datamodule = evaluate(ckpt, args["data"]["data_dir"])
+    print(format_report(report))
+    path = Path(args.get("report") or (Path(ckpt).parent.parent / "evaluation.json"))
+    path.write_text(json.dumps(report, indent=2))
+    print(f"  report     {path}")
+    if args.get("errors_grid"):
+        shown = save_errors_grid(report, datamodule, args["errors_grid"])
+        print(f"  errors     {args['errors_grid']} ({shown} worst mistakes)")

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .inference import load_classifier
+from .inference import checkpoint_or_latest, load_classifier
 
 FORMATS = ("onnx", "torchscript")
 
@@ -77,3 +77,14 @@ def export_model(ckpt_path: str | os.PathLike | None, fmt: str, output: str | os
             proto.metadata_props.add(key=key, value=value)
         onnx.save(proto, str(output))
     return contract
+
+
+def export_command(args: dict) -> None:
+    """scripts/export.py: write the file and print its input contract."""
+    if not args.get("output"):
+        raise ConfigError("--output is required, e.g. --output model.onnx")
+    ckpt = checkpoint_or_latest(args.get("ckpt_path"), args["logs_dir"])
+    contract = export_model(ckpt, args["format"], args["output"])
+    print(f"wrote {args['output']} ({args['format']})")
+    for key, value in contract.items():
+        print(f"  {key:<10} {value}")

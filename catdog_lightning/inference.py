@@ -8,6 +8,7 @@ as a training image.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from .data.decode import decode_many
 from .data.features import CHUNK as FEATURE_CHUNK
 from .errors import ConfigError
 from .models import CatDogClassifier
-from .training import DEFAULT_LOGS_DIR, latest_run
+from .runs import DEFAULT_LOGS_DIR, latest_run
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,15 @@ def default_checkpoint(logs_dir: str | os.PathLike = DEFAULT_LOGS_DIR) -> Path:
             "(make train) or pass --ckpt_path."
         )
     return run.best_ckpt
+
+
+def checkpoint_or_latest(ckpt_path: str | None, logs_dir: str | os.PathLike = DEFAULT_LOGS_DIR) -> str:
+    """``ckpt_path``, or the latest run's best.ckpt (saying so on stderr) when none is given."""
+    if ckpt_path:
+        return str(ckpt_path)
+    ckpt = str(default_checkpoint(logs_dir))
+    print(f"Using {ckpt} (the most recent run's best checkpoint)", file=sys.stderr)
+    return ckpt
 
 
 class Classifier:
@@ -75,19 +85,52 @@ class Classifier:
         ]
 
 
-def load_classifier(ckpt_path: str | os.PathLike | None = None, device: str = "cpu") -> Classifier:
-    """The model in ``ckpt_path`` (default: best.ckpt of the latest run), loaded safely.
+def load_model(ckpt_path: str | os.PathLike) -> CatDogClassifier:
+    """The LightningModule in ``ckpt_path``, loaded safely.
 
     Loading never runs code from the file (``weights_only=True``); a corrupt file, a pickle needing
     more than weights, or a checkpoint of another architecture raises :class:`ConfigError`.
     """
-    path = Path(ckpt_path) if ckpt_path else default_checkpoint()
-    saved = read_checkpoint(path)
+    saved = read_checkpoint(ckpt_path)
     try:
         model = CatDogClassifier(**saved["hyper_parameters"])
         model.load_state_dict(saved["state_dict"])
     except (TypeError, RuntimeError, ValueError) as exc:
         reason = " ".join(str(exc).split())[:160]
-        raise ConfigError(f"--ckpt_path {path}: not a checkpoint of this model ({reason}).") from None
-    draft = bool(saved.get("datamodule_hyper_parameters", {}).get("draft", True))
-    return Classifier(model, draft=draft, device=device)
+        raise ConfigError(f"--ckpt_path {ckpt_path}: not a checkpoint of this model ({reason}).") from None
+    return model.eval()
+
+
+def load_classifier(ckpt_path: str | os.PathLike | None = None, device: str = "cpu") -> Classifier:
+    """The model in ``ckpt_path`` (default: best.ckpt of the latest run), loaded safely (see :func:`load_model`)."""
+    path = Path(ckpt_path) if ckpt_path else default_checkpoint()
+    draft = bool(read_checkpoint(path).get("datamodule_hyper_parameters", {}).get("draft", True))
+    return Classifier(load_model(path), draft=draft, device=device)
+
+
+def predict_command(args: dict) -> None:
+    """scripts/predict.py: one line per image on stdout, skipped files on stderr, optionally a CSV/JSON file."""
+    from .data.scan import find_images
+    from .reports import write_predictions
+
+    output = args.get("output")
+    if output and Path(output).suffix.lower() not in (".csv", ".json"):
+        raise ConfigError(f"--output {output}: use a .csv or .json file name.")
+    missing = [p for p in args["paths"] if not Path(p).exists()]
+    if missing:
+        raise ConfigError(f"{missing[0]}: no such file or folder.")
+    paths = find_images(args["paths"])
+    if not paths:
+        raise ConfigError(f"no image files (.jpg .jpeg .png .bmp .webp) in {' '.join(args['paths'])}.")
+    ckpt = checkpoint_or_latest(args.get("ckpt_path"), args["logs_dir"])
+    predictions = load_classifier(ckpt).predict(paths, args["batch_size"])
+    for p in predictions:
+        if p.p_cat is not None:
+            print(f"{p.path}\t{p.p_cat:.4f}\t{p.label}")
+    skipped = [p for p in predictions if p.p_cat is None]
+    for p in skipped:
+        print(f"skipped {p.path}: {p.error}", file=sys.stderr)
+    print(f"{len(predictions) - len(skipped)} predicted, {len(skipped)} skipped", file=sys.stderr)
+    if output:
+        write_predictions(predictions, output)
+        print(f"wrote {output}", file=sys.stderr)

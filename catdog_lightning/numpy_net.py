@@ -1,7 +1,8 @@
 """The lesson's L-layer network, written from scratch in NumPy.
 
 Read it top to bottom, as a lesson: activations, initialisation, forward pass, cost, backward
-pass, update, training loop. Shapes follow the lesson: ``X`` is ``n_x x m`` (one example per
+pass, update, training loop. (One file on purpose, over 250 lines: it is read as
+one lesson.) Shapes follow the lesson: ``X`` is ``n_x x m`` (one example per
 column), ``W[l]`` is ``n[l] x n[l-1]``, ``b[l]`` is ``n[l] x 1``, labels ``Y`` are ``1 x m``.
 
     forward, layer l:   Z[l] = W[l] A[l-1] + b[l]        A[l] = g[l](Z[l])

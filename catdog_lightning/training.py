@@ -1,19 +1,19 @@
 """One function runs a whole training: ``train(config) -> metrics``.
 
-It joins data and models: resolves the run directory (new, or the one being resumed), builds the
-Trainer with its checkpoints and TensorBoard logger, fits, tests the best (or last) checkpoint and writes
-``metrics.json``. ``scripts/train.py`` only parses flags and calls it; tests call it directly.
+It joins data and models (the data's statistics and a probe's backbone features), builds the Trainer
+with its checkpoints and TensorBoard logger in the run directory that :mod:`.resume` chose, fits, tests
+the best (or last) checkpoint and writes ``metrics.json``. ``scripts/train.py`` only parses flags and calls
+it; tests call it directly. (Just over 250 lines: the Trainer's construction and the results table are kept
+beside the one function that uses them.)
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import re
+import shutil
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,133 +21,24 @@ import lightning as L
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from .allocator import keep_freed_memory
-from .atomic import remove_stale_temporaries
+from .atomic import atomic_write_text, remove_stale_temporaries
 from .callbacks import EpochSeeder, SafeStops, TrainingInterrupted
 from .checkpoints import AtomicCheckpointIO, read_checkpoint
 from .data import CatDogDataModule
 from .errors import ConfigError, Interrupted
 from .models import CatDogClassifier
+from .resume import RUN_NAME_ENV, is_main_process, resolve_run
+from .runs import DEFAULT_LOGS_DIR, RunDirectory, claim
 from .visuals import TensorBoardVisuals
 
-DEFAULT_LOGS_DIR = "lightning_logs"
 DEFAULT_SEED = 42
 # Our defaults where they differ from Lightning's (its max_epochs is 1000).
 TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 20, "accelerator": "auto", "devices": "auto"}
-# Settings a resumed run cannot change: its weights have this shape.
-SHAPE_KEYS = (
-    ("model", "arch"),
-    ("model", "hidden_dims"),
-    ("model", "activation"),
-    ("model", "channels"),
-    ("model", "convs_per_block"),
-    ("data", "image_size"),
-    ("data", "normalize"),  # the statistics live in the weights' checkpoint, fixed by the first run
-    ("model", "unfreeze_at_epoch"),  # a probe's optimiser holds the head alone; a fine-tune's, the backbone too
-)
 HPARAM_METRICS = ("val/acc", "val/acc_best", "val/loss", "test/acc")
-RUN_NAME_ENV = "CATDOG_RUN_NAME"  # how DDP processes started by Lightning learn the run directory
-
-
-@dataclass(frozen=True)
-class RunDirectory:
-    """``<logs_dir>/<name>/``: TensorBoard events, hparams.yaml, config.yaml, checkpoints/, metrics.json."""
-
-    logs_dir: Path
-    name: str
-
-    @property
-    def path(self) -> Path:
-        return self.logs_dir / self.name
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
-    @property
-    def best_ckpt(self) -> Path:
-        return self.checkpoints / "best.ckpt"
-
-    @property
-    def last_ckpt(self) -> Path:
-        return self.checkpoints / "last.ckpt"
-
-    @property
-    def config_file(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
-    def metrics_file(self) -> Path:
-        return self.path / "metrics.json"
-
-    @classmethod
-    def next_version(cls, logs_dir: Path) -> RunDirectory:
-        taken = [int(m.group(1)) for p in logs_dir.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))]
-        return cls(logs_dir, f"version_{max(taken, default=-1) + 1}")
-
-    @classmethod
-    def owning(cls, ckpt: Path) -> RunDirectory | None:
-        """The run a checkpoint belongs to, when it sits in ``<run>/checkpoints/``."""
-        ckpt = ckpt.absolute()
-        if ckpt.parent.name == "checkpoints" and (ckpt.parent.parent / "config.yaml").is_file():
-            return cls(ckpt.parent.parent.parent, ckpt.parent.parent.name)
-        return None
-
-
-def latest_run(logs_dir: Path) -> RunDirectory | None:
-    """The run whose ``last.ckpt`` was written most recently."""
-    lasts = [p for p in logs_dir.glob("*/checkpoints/last.ckpt") if p.is_file()]
-    if not lasts:
-        return None
-    newest = max(lasts, key=lambda p: p.stat().st_mtime_ns)
-    return RunDirectory(logs_dir, newest.parent.parent.name)
-
-
-def merge(base: dict, override: dict) -> dict:
-    """``base`` updated by ``override``, recursively for nested sections."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _resolve_resume(config: dict, logs_dir: Path) -> tuple[Path, RunDirectory, dict]:
-    """The checkpoint to resume, its run, and the run's saved config as the base for this one."""
-    ckpt_arg, run_name = str(config["ckpt_path"]), config.get("run_name")
-    if ckpt_arg == "last":
-        run = RunDirectory(logs_dir, run_name) if run_name else latest_run(logs_dir)
-        if run is None or not run.last_ckpt.is_file():
-            where = run.path if run is not None else f"{logs_dir}/*"
-            raise ConfigError(
-                f"--ckpt_path last: no checkpoints/last.ckpt under {where}; "
-                "start a run first with: python scripts/train.py"
-            )
-        ckpt = run.last_ckpt
-    else:
-        ckpt = Path(ckpt_arg)
-        run = RunDirectory.owning(ckpt) or (RunDirectory(logs_dir, run_name) if run_name else None)
-    saved = read_checkpoint(ckpt)
-    if run is not None and run.config_file.is_file():
-        base = yaml.safe_load(run.config_file.read_text()) or {}
-    else:  # a checkpoint from elsewhere: its own hyperparameters say what it is
-        base = {"model": dict(saved["hyper_parameters"]), "data": dict(saved.get("datamodule_hyper_parameters", {}))}
-        run = run or RunDirectory.next_version(logs_dir)
-    for section, key in SHAPE_KEYS:
-        given = config.get(section, {}).get(key)
-        had = base.get(section, {}).get(key)
-        if given is not None and had is not None and given != had:
-            raise ConfigError(
-                f"--{section}.{key} {given} differs from the run being resumed ({had}); a resumed run keeps "
-                "its architecture and input statistics. Drop the flag, or start a new run without --ckpt_path."
-            )
-    return ckpt, run, base
 
 
 def _write_hparams_summary(logger: TensorBoardLogger, config: dict) -> None:
@@ -246,29 +137,6 @@ def _count_flag(config: dict, name: str) -> int:
     return value
 
 
-def _is_main_process() -> bool:
-    """Before fit, DDP ranks are known only from the environment the launcher set."""
-    return rank_zero_only.rank == 0
-
-
-def _resolve_run(config: dict, logs_dir: Path) -> tuple[Path | None, RunDirectory, dict]:
-    """The checkpoint to resume (if any), the run directory, and the config with saved settings merged in."""
-    # Under DDP, Lightning re-runs this script in one process per extra device; they must join the
-    # run directory the first process chose, not compute the next version_N themselves.
-    if not _is_main_process() and os.environ.get(RUN_NAME_ENV) and not config.get("run_name"):
-        config = {**config, "run_name": os.environ[RUN_NAME_ENV]}
-    if config.get("ckpt_path"):
-        ckpt, run, base = _resolve_resume(config, logs_dir)
-        return ckpt, run, merge(base, {k: v for k, v in config.items() if k != "ckpt_path"})
-    run = RunDirectory(logs_dir, config["run_name"]) if config.get("run_name") else RunDirectory.next_version(logs_dir)
-    if run.last_ckpt.exists():
-        raise ConfigError(
-            f"--run_name {run.name}: {run.path} already holds a run; resume it with "
-            f"--ckpt_path last --run_name {run.name}, or pick another name."
-        )
-    return None, run, config
-
-
 def _join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, ckpt: Path | None) -> tuple[float, str]:
     """Hand the data's statistics and the starting weights to the model, and a probe's features to the data.
 
@@ -314,56 +182,87 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     """
     _quiet_known_warnings()
     logs_dir = Path(config.get("logs_dir") or DEFAULT_LOGS_DIR)
-    ckpt, run, config = _resolve_run(config, logs_dir)
+    ckpt, run, config = resolve_run(config, logs_dir)
     seed = config.get("seed_everything", DEFAULT_SEED)
     seed = DEFAULT_SEED if seed is None else int(seed)
-    data_cfg = dict(config.get("data") or {})
+    test_checkpoint = config.get("test_checkpoint") or "best"
+    if test_checkpoint not in ("best", "last"):
+        raise ConfigError(f"--test_checkpoint must be best or last, got {test_checkpoint!r}.")
+    settings = {  # the top-level settings, resolved (what config.yaml records beside data/model/trainer)
+        "trainer": {**TRAINER_DEFAULTS, **(config.get("trainer") or {})},
+        "seed_everything": seed,
+        "checkpoint_every_n_steps": _count_flag(config, "checkpoint_every_n_steps"),
+        "log_images": bool(config.get("log_images", True)),
+        "early_stopping_patience": _count_flag(config, "early_stopping_patience"),
+        "test_checkpoint": test_checkpoint,
+    }
     model_cfg = dict(config.get("model") or {})
-    trainer_cfg = {**TRAINER_DEFAULTS, **(config.get("trainer") or {})}
-    every_n_steps = _count_flag(config, "checkpoint_every_n_steps")
-
-    datamodule = CatDogDataModule(**data_cfg)
+    datamodule = CatDogDataModule(**dict(config.get("data") or {}))
+    datamodule.sampling_seed = seed
     if datamodule.hparams.val_fraction == 0:
         raise ConfigError("--data.val_fraction 0 leaves no validation images to pick the best checkpoint; try 0.1.")
     # The net's input size always follows the data's.
     model_cfg["image_size"] = datamodule.hparams.image_size
     L.seed_everything(seed, workers=True, verbose=False)
     model = CatDogClassifier(**model_cfg)
-    safe_stops = SafeStops(run.last_ckpt, every_n_steps)
-    log_images = bool(config.get("log_images", True))
-    patience = _count_flag(config, "early_stopping_patience")
-    test_checkpoint = config.get("test_checkpoint") or "best"
-    if test_checkpoint not in ("best", "last"):
-        raise ConfigError(f"--test_checkpoint must be best or last, got {test_checkpoint!r}.")
-    trainer, best = _build_trainer(
-        run, dict(trainer_cfg), [EpochSeeder(seed), safe_stops, *(callbacks or [])], log_images, patience
-    )
-    # Decode (or load from cache) before fit, so data errors surface before any Lightning output
+    # Decode (or load from cache) before anything else, so data errors surface before any Lightning output
     # and before a run directory is made.
     datamodule.prepare_data()
     datamodule.setup("fit")
     keep_freed_memory()  # from here on: training steps (not decoding, whose buffers are freed for good)
-    feature_seconds, feature_note = _join_data_and_model(datamodule, model, ckpt)
+    features = _join_data_and_model(datamodule, model, ckpt)
+    lock, created = None, False
+    if is_main_process():  # other DDP processes join the directory the first one claimed
+        run, lock, created = claim(run, new=ckpt is None, auto_name=not config.get("run_name"))
+    try:
+        return _fit_and_test(settings, run, datamodule, model, ckpt, features, callbacks)
+    except BaseException:
+        if created and not run.last_ckpt.exists():  # a start that failed leaves no new folder behind
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit_and_test(
+    settings: dict,
+    run: RunDirectory,
+    datamodule: CatDogDataModule,
+    model: CatDogClassifier,
+    ckpt: Path | None,
+    features: tuple[float, str],
+    callbacks: list[L.Callback] | None,
+) -> dict:
+    """In the claimed run directory: record the settings, fit, test, write metrics.json."""
+    feature_seconds, feature_note = features
+    seed, test_checkpoint = settings["seed_everything"], settings["test_checkpoint"]
+    safe_stops = SafeStops(run.last_ckpt, settings["checkpoint_every_n_steps"])
+    try:
+        trainer, best = _build_trainer(
+            run,
+            dict(settings["trainer"]),
+            [EpochSeeder(seed), safe_stops, *(callbacks or [])],
+            settings["log_images"] and not settings["trainer"].get("fast_dev_run"),  # it logs nothing
+            settings["early_stopping_patience"],
+        )
+    except (ValueError, TypeError) as exc:  # Lightning refusing a --trainer.* value it does not type-check
+        raise ConfigError(f"{' '.join(str(exc).split())[:300]} (check the --trainer.* flags)") from None
     resolved = {
         "data": dict(datamodule.hparams),
         "model": {k: v for k, v in model.hparams.items() if k != "image_size"},
-        "trainer": trainer_cfg,
-        "seed_everything": seed,
-        "checkpoint_every_n_steps": every_n_steps,
-        "log_images": log_images,
-        "early_stopping_patience": patience,
-        "test_checkpoint": test_checkpoint,
+        **settings,
         "run_name": run.name,
     }
-    if _is_main_process():
+    if is_main_process():
         print(datamodule.summary)
         if feature_note:
             print(f"{feature_note} in {feature_seconds:.1f} s")
         os.environ[RUN_NAME_ENV] = run.name
-        run.path.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run.checkpoints)  # from a run killed while writing a checkpoint
-        run.config_file.write_text(yaml.safe_dump(resolved, sort_keys=False))
-        _write_hparams_summary(trainer.logger, resolved)
+        if not trainer.fast_dev_run:  # a debugging run records nothing
+            atomic_write_text(run.config_file, yaml.safe_dump(resolved, sort_keys=False))
+            _write_hparams_summary(trainer.logger, resolved)
         if ckpt is not None:
             print(f"Resuming {run.path} from {ckpt}")
     fit_start = time.perf_counter()
@@ -378,6 +277,8 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
             exit_code=128 + stop.signum,
         ) from None
     fit_seconds = time.perf_counter() - fit_start + feature_seconds
+    if trainer.fast_dev_run:
+        return _dev_run_test(trainer, model, datamodule, run)
 
     best_path = Path(best.best_model_path) if best.best_model_path else run.best_ckpt
     test_path = run.last_ckpt if test_checkpoint == "last" else best_path
@@ -398,27 +299,20 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
         "run_dir": str(run.path),
         "test_is_carved": datamodule.test_is_carved,
     }
-    if _is_main_process():
-        run.metrics_file.write_text(json.dumps(metrics, indent=2))
+    if is_main_process():
+        atomic_write_text(run.metrics_file, json.dumps(metrics, indent=2))
         print(_results_table(metrics))
     return metrics
 
 
-def evaluate_checkpoint(
-    ckpt_path: str | Path, data: dict | None = None, trainer: dict | None = None, stage: str = "test"
-) -> dict:
-    """Metrics of a checkpoint on its test (or ``stage="validate"``: validation) images, under any Trainer.
-
-    The data settings are the checkpoint's own, overridden by ``data``.
-    """
-    saved = read_checkpoint(ckpt_path)
-    model = CatDogClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
-    datamodule = CatDogDataModule(**{**saved.get("datamodule_hyper_parameters", {}), **(data or {})})
-    evaluator = L.Trainer(
-        **{**TRAINER_DEFAULTS, **(trainer or {})},
-        logger=False,
-        enable_checkpointing=False,
-        use_distributed_sampler=False,
-    )
-    run = evaluator.test if stage == "test" else evaluator.validate
-    return {k: float(v) for k, v in run(model, datamodule=datamodule, verbose=False)[0].items()}
+def _dev_run_test(trainer: L.Trainer, model: CatDogClassifier, datamodule: CatDogDataModule, run) -> dict:
+    """``--trainer.fast_dev_run``: one test batch on the weights as they are; no checkpoint, no metrics.json."""
+    tested = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+    if is_main_process():
+        if not run.last_ckpt.exists():  # a new run: its folder held nothing but what this start made
+            shutil.rmtree(run.path, ignore_errors=True)
+        print(
+            "\nfast_dev_run: a few batches of training, validation and test ran without errors; nothing was saved "
+            "(no checkpoints, no metrics.json, no run directory): their numbers mean nothing."
+        )
+    return {k: float(v) for k, v in tested.items()}

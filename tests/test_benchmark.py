@@ -9,7 +9,7 @@ import pytest
 
 
 def test_benchmark_summary_and_table_from_measurements():
-    from catdog_lightning.benchmark import format_table, summarise
+    from catdog_lightning.lab.benchmark import format_table, summarise
 
     measured = {
         "data_dir": "photos",

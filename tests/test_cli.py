@@ -67,7 +67,7 @@ def test_only_given_flags_are_passed_on(tmp_path):
 
 
 def test_shipped_cnn_config_is_the_results_tables_cnn_command():
-    from catdog_lightning.results import ROWS_BY_KEY
+    from catdog_lightning.lab.rows import ROWS_BY_KEY
 
     config = str(SCRIPT.parents[1] / "configs" / "cnn.yaml")
     assert cli.parse_flags(["--config", config]) == cli.parse_flags(list(ROWS_BY_KEY["cnn"].flags))

@@ -9,7 +9,9 @@ from conftest import train_script
 from lightning.fabric.plugins.environments.lightning import find_free_network_port
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from catdog_lightning.training import evaluate_checkpoint, merge, train
+from catdog_lightning.evaluation import evaluate_checkpoint
+from catdog_lightning.resume import merge
+from catdog_lightning.training import train
 
 pytestmark = pytest.mark.slow  # each test starts several 2-process groups (~20-60 s)
 

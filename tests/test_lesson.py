@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader
 
 from catdog_lightning.cli import lesson_main
 from catdog_lightning.data.scan import scan_labelled_folder
-from catdog_lightning.lesson import LessonDataset, decoded_once, fit_epochs
+from catdog_lightning.lab.lesson import LessonDataset, decoded_once, fit_epochs
 from catdog_lightning.models import MLP
 
 

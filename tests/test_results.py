@@ -6,7 +6,9 @@ import pytest
 
 from catdog_lightning.cli import results_main
 from catdog_lightning.errors import UserError
-from catdog_lightning.results import ROWS, ROWS_BY_KEY, Row, measure, plot, render
+from catdog_lightning.lab.plot import plot
+from catdog_lightning.lab.results import measure, render
+from catdog_lightning.lab.rows import ROWS, ROWS_BY_KEY, Row
 
 
 def test_measure_runs_the_command_and_reads_its_metrics_back(tiny_dataset, tmp_path):
@@ -58,7 +60,7 @@ def test_render_reports_mean_spread_and_drops_stale_runs():
 
 
 def test_bad_flags_are_one_line_exit_2(tmp_path, capsys):
-    assert results_main(["--rows", "[nope]", "--store", str(tmp_path / "s.json")]) == 2
+    assert results_main(["--data_dir", str(tmp_path), "--rows", "[nope]", "--store", str(tmp_path / "s.json")]) == 2
     assert "--rows nope: unknown" in capsys.readouterr().err
     assert results_main(["--data_dir", str(tmp_path), "--store", str(tmp_path / "s.json")]) == 2
     assert "needs train/ and test/" in capsys.readouterr().err

@@ -12,7 +12,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from catdog_lightning.errors import ConfigError
 from catdog_lightning.models import CatDogClassifier
-from catdog_lightning.training import merge, train
+from catdog_lightning.resume import merge
+from catdog_lightning.training import train
 
 
 def scalars(run_dir: Path) -> EventAccumulator:
@@ -56,7 +57,7 @@ def test_metrics_json_holds_probabilities_of_the_best_checkpoint(finished_run):
 
 
 def test_test_checkpoint_last_measures_the_end_of_training(tiny_config):
-    from catdog_lightning.training import evaluate_checkpoint
+    from catdog_lightning.evaluation import evaluate_checkpoint
 
     config = with_(tiny_config, trainer={"max_epochs": 4}, model={"scheduler": "cosine"})
     metrics = train({**config, "test_checkpoint": "last"})

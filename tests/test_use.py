@@ -20,7 +20,8 @@ from catdog_lightning.data import CatDogDataModule, scan_folder
 from catdog_lightning.data.decode import decode_many
 from catdog_lightning.errors import ConfigError
 from catdog_lightning.models import CatDogClassifier
-from catdog_lightning.training import merge, train
+from catdog_lightning.resume import merge
+from catdog_lightning.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

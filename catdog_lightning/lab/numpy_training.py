@@ -8,17 +8,16 @@ the same train/val/test images as the Lightning MLP, and logs to TensorBoard und
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
-from .data import CatDogDataModule
-from .errors import ConfigError
-from .numpy_net import LESSON_LAYER_DIMS, NumpyNet, images_to_columns
-from .training import DEFAULT_LOGS_DIR
+from ..data import CatDogDataModule
+from ..errors import ConfigError
+from ..numpy_net import LESSON_LAYER_DIMS, NumpyNet, images_to_columns
+from ..runs import DEFAULT_LOGS_DIR, next_run_name
 
 DEFAULTS = {
     "layer_dims": list(LESSON_LAYER_DIMS),
@@ -30,13 +29,6 @@ DEFAULTS = {
     "seed": 1,
     "print_every": 100,
 }
-
-
-def next_run_name(logs_dir: Path, prefix: str) -> str:
-    """``<prefix>_N`` with N one past the highest already under ``logs_dir``."""
-    pattern = re.compile(rf"{re.escape(prefix)}_(\d+)")
-    taken = [int(m.group(1)) for p in logs_dir.glob(f"{prefix}_*") if (m := pattern.fullmatch(p.name))]
-    return f"{prefix}_{max(taken, default=-1) + 1}"
 
 
 def _columns(dataset) -> tuple[np.ndarray, np.ndarray]:

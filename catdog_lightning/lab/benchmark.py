@@ -21,10 +21,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from .data import CatDogDataModule, scan_folder
-from .data.cache import load_or_decode
+from ..data import CatDogDataModule, scan_folder
+from ..data.cache import load_or_decode
+from ..errors import ConfigError, DataError
+from ..models import MLP
 from .lesson import BATCH, IMAGE_SIZE, LessonDataset, fit_epochs
-from .models import MLP
 
 
 def peak_rss_mb() -> float:
@@ -90,7 +91,7 @@ class _EpochTimer(L.Callback):
 
 
 def phase_project(data_dir: str, epochs: int, cache_dir: str, **_) -> dict:
-    from .training import train
+    from ..training import train
 
     logs = tempfile.mkdtemp(prefix="catdog-bench-logs-")
     config = {
@@ -116,7 +117,7 @@ PHASES = {"lesson": phase_lesson, "floor": phase_floor, "cache_build": phase_cac
 
 def _run_phase(name: str, **kwargs) -> dict:
     """One phase in a fresh interpreter; its last stdout line is the JSON result."""
-    args = [sys.executable, "-m", "catdog_lightning.benchmark", "--phase", name]
+    args = [sys.executable, "-m", "catdog_lightning.lab.benchmark", "--phase", name]
     for key, value in kwargs.items():
         args += [f"--{key}", str(value)]
     out = subprocess.run(args, capture_output=True, text=True, check=True)
@@ -214,7 +215,21 @@ def format_table(r: dict) -> str:
     return "\n".join(out)
 
 
+def run_benchmark_cli(args: dict) -> None:
+    """scripts/benchmark.py: time the pipelines on ``--data_dir`` (default: the built-in data), print the table."""
+    from ..data import ensure_builtin_dataset
+
+    if args["epochs"] < 2:
+        raise ConfigError("--epochs must be at least 2 (the first epoch is not a steady one).")
+    data_dir = args.get("data_dir") or str(ensure_builtin_dataset())
+    if not (Path(data_dir) / "train").is_dir():
+        raise DataError(f"--data_dir {data_dir} has no train/ folder.")
+    result = run_benchmark(data_dir, args["epochs"])
+    print(json.dumps(result, indent=2) if args.get("json") else format_table(result))
+
+
 def main(argv: list[str] | None = None) -> int:
+    """One phase, in the fresh process :func:`_run_phase` starts (an internal entry point, not a user's)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--phase", choices=sorted(PHASES))
     parser.add_argument("--data_dir")

@@ -1,0 +1,165 @@
+"""docs/RESULTS.md: every model of this project measured on real photos, several seeds each.
+
+Each (row, seed) runs its command line in a fresh process, timed from the outside, and its test
+accuracy is read back from the run's ``metrics.json``. Measurements are kept in ``docs/results.json``
+so the table can be regenerated (or grown a row at a time) without re-running the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import ConfigError, DataError, UserError
+from .plot import plot
+from .rows import ROWS, ROWS_BY_KEY, Row, current_runs
+
+# The project folder: the runs start its scripts/train.py and friends, and the table lives in its docs/.
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_STORE = ROOT / "docs" / "results.json"
+DEFAULT_TABLE = ROOT / "docs" / "RESULTS.md"
+DEFAULT_PLOT = ROOT / "docs" / "results.png"
+
+
+def measure(row: Row, seed: int, data_dir: str, logs_dir: str | os.PathLike, python: str = sys.executable) -> dict:
+    """Run one (row, seed) in a fresh process under ``logs_dir``; its test accuracy and wall time."""
+    run_name = f"{row.key}-seed{seed}"
+    run_dir = Path(logs_dir) / run_name
+    shutil.rmtree(run_dir, ignore_errors=True)  # a measurement killed earlier: start it afresh
+    argv = [*row.command(data_dir, seed), *row.extra, "--logs_dir", str(logs_dir), "--run_name", run_name]
+    start = time.perf_counter()
+    if not (ROOT / argv[0]).is_file():
+        raise ConfigError(f"{ROOT / argv[0]} not found: results.py runs from a checkout of the project.")
+    done = subprocess.run([python, *argv], cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    log = Path(logs_dir) / f"{run_name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise UserError(f"{row.key} seed {seed} exited with {done.returncode}: {tail[0]} (whole output: {log})")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {
+        "test_acc": float(metrics["test/acc"]),
+        "wall_s": wall,
+        "train_s": metrics.get("fit_seconds", metrics.get("train_seconds")),
+        "epochs": metrics.get("epochs_trained", metrics.get("epochs", metrics.get("iterations"))),
+        "best_epoch": metrics.get("best_epoch"),
+        "command": row.signature(),
+    }
+
+
+def load_store(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"machine": {}, "runs": {}}
+
+
+def machine() -> dict:
+    import torch
+
+    return {
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def summarise(accs: list[float]) -> dict:
+    return {
+        "mean": statistics.mean(accs),
+        "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "min": min(accs),
+        "max": max(accs),
+    }
+
+
+def _command_line(row: Row) -> str:
+    return "`python " + row.signature().replace("DATA", "../shared/data/catdog-a") + "`"
+
+
+def render(store: dict) -> str:
+    """The Markdown of docs/RESULTS.md from the stored measurements."""
+    lines = [
+        "# Results on real photos",
+        "",
+        "Test accuracy on `catdog-a` (Kaggle Dogs vs Cats: 2,000 train / 1,000 test photos; 64x64 from scratch, or",
+        "224x224 from ImageNet weights),",
+        "each row run once per seed `S` in a fresh process by `python scripts/results.py`, which also wrote this",
+        "file. Accuracy is the mean over seeds, ± the sample standard deviation, with the range; wall time is the",
+        "median per run, start of the process to its end (Python start-up and data loading included); training",
+        "time is the median of the training loop alone, as the run itself measured it.",
+        "",
+        "| Model | Test accuracy | Range | Seeds | Epochs | Wall time / run | Training time / run | Command |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for row in ROWS:
+        runs = current_runs(store, row)
+        if not runs:
+            continue
+        accs = [r["test_acc"] for r in runs.values()]
+        s = summarise(accs)
+        epochs = sorted({r["epochs"] for r in runs.values()})
+        wall = statistics.median(r["wall_s"] for r in runs.values())
+        training = statistics.median(r["train_s"] for r in runs.values())
+        seeds = ", ".join(sorted(runs, key=int))
+        lines.append(
+            f"| {row.title} | **{100 * s['mean']:.1f}%** ± {100 * s['std']:.1f} | "
+            f"{100 * s['min']:.1f}–{100 * s['max']:.1f}% | {seeds} | {', '.join(map(str, epochs))} | "
+            f"{wall / 60:.1f} min | {training / 60:.1f} min | {_command_line(row)} |"
+        )
+        if row.notes:
+            notes.append(f"- **{row.title}**: {row.notes}.")
+    m = store.get("machine") or {}
+    lines += [
+        "",
+        *notes,
+        "",
+        f"Measured on {m.get('cpus', '?')} CPU cores ({m.get('processor', '?')}), torch {m.get('torch', '?')}, "
+        f"Python {m.get('python', '?')}, no GPU; one run at a time. "
+        "Per-run numbers: `docs/results.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_results(args: dict) -> None:
+    """scripts/results.py: measure what is missing (or all of ``--rows`` with ``--redo``), then write the table."""
+    rows = args.get("rows") or [row.key for row in ROWS]
+    unknown = [key for key in rows if key not in ROWS_BY_KEY]
+    if unknown:
+        raise ConfigError(f"--rows {', '.join(unknown)}: unknown; choose from {', '.join(ROWS_BY_KEY)}.")
+    store_path, table_path = Path(args["store"]), Path(args["table"])
+    store = load_store(store_path)
+    if not args.get("render_only"):
+        data_dir = Path(args["data_dir"]).expanduser().absolute()
+        if not (data_dir / "train").is_dir() or not (data_dir / "test").is_dir():
+            raise DataError(f"--data_dir {data_dir} needs train/ and test/ folders (catdog-a has both).")
+        store["machine"] = machine()
+        for key in rows:
+            row = ROWS_BY_KEY[key]
+            done = store["runs"].setdefault(key, {})
+            for seed in args["seeds"]:
+                if str(seed) in current_runs(store, row) and not args.get("redo"):
+                    continue
+                print(f"{key} seed {seed}: {shlex.join(row.command(str(data_dir), seed))}", flush=True)
+                record = measure(row, seed, str(data_dir), args["logs_dir"])
+                print(f"  test acc {record['test_acc']:.4f}, {record['wall_s']:.0f} s", flush=True)
+                done[str(seed)] = record
+                store_path.parent.mkdir(parents=True, exist_ok=True)
+                store_path.write_text(json.dumps(store, indent=2) + "\n")  # after each run: nothing lost
+    table_path.parent.mkdir(parents=True, exist_ok=True)
+    table_path.write_text(render(store))
+    print(f"wrote {table_path}")
+    plot_path = Path(args.get("plot") or DEFAULT_PLOT)
+    plot(store).save(plot_path)
+    print(f"wrote {plot_path}")
