@@ -315,5 +315,5 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--data_dir", type=str | None, default=None, help="folder with train/ (default: built-in data)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs timed for each pipeline (at least 2)")
-    parser.add_argument("--json", type=bool, default=False, help="print machine-readable JSON instead of the table")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
     return _run_tool(run_benchmark_cli, parser, argv)
