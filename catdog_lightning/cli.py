@@ -23,7 +23,8 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from .errors import Interrupted, UserError
 
 # Trainer arguments train() sets itself.
-_TRAINER_OWNED = {"logger", "callbacks", "default_root_dir", "enable_checkpointing", "use_distributed_sampler"}
+# (--trainer.callbacks and --trainer.logger add to ours: TensorBoard and the checkpoints are always there.)
+_TRAINER_OWNED = {"default_root_dir", "enable_checkpointing", "use_distributed_sampler"}
 
 
 def build_parser() -> ArgumentParser:

@@ -9,6 +9,7 @@ beside the one function that uses them.)
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from typing import Any
 
 import lightning as L
 import yaml
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.tensorboard.summary import hparams as hparams_summary
@@ -38,20 +39,58 @@ from .visuals import TensorBoardVisuals
 DEFAULT_SEED = 42
 # Our defaults where they differ from Lightning's (its max_epochs is 1000).
 TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 20, "accelerator": "auto", "devices": "auto"}
-HPARAM_METRICS = ("val/acc", "val/acc_best", "val/loss", "test/acc")
+# The columns users sort runs by in TensorBoard's HPARAMS tab (the best validation accuracy, not the last).
+HPARAM_METRICS = ("val/acc_best", "test/acc", "test/auroc", "val/acc", "val/loss")
+
+
+def hparams_table(config: dict) -> dict[str, int | float | str | bool]:
+    """Every resolved setting as one flat row of HPARAMS: data, model, trainer and the top-level ones."""
+    flat: dict[str, int | float | str | bool] = {}
+    for key, value in config.items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, item in items:
+            name = f"{key}.{sub}" if sub is not None else key
+            flat[name] = item if isinstance(item, (int, float, str, bool)) else str(item)
+    return flat
 
 
 def _write_hparams_summary(logger: TensorBoardLogger, config: dict) -> None:
-    """Tell TensorBoard's HPARAMS tab which scalars to show beside each run (instead of hp_metric = -1)."""
-    flat = {
-        f"{section}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
-        for section in ("data", "model")
-        for k, v in config[section].items()
-    }
-    flat["seed_everything"] = config["seed_everything"]
+    """Tell TensorBoard's HPARAMS tab every setting and which scalars to show beside it (not hp_metric = -1)."""
     writer = logger.experiment._get_file_writer()
-    for summary in hparams_summary(flat, {name: 0.0 for name in HPARAM_METRICS}):
+    for summary in hparams_summary(hparams_table(config), {name: 0.0 for name in HPARAM_METRICS}):
         writer.add_summary(summary)
+
+
+def instantiate(specs, flag: str) -> list:
+    """Objects from LightningCLI-style ``{"class_path": ..., "init_args": {...}}`` specs (one, or a list).
+
+    A bare class name is looked up among Lightning's callbacks and loggers; anything else needs its full
+    import path (``mypackage.MyCallback``).
+    """
+    if specs is None or specs is False or specs is True:  # True/False: Lightning's own switch, ours stays on
+        return []
+    out = []
+    for spec in specs if isinstance(specs, list) else [specs]:
+        if not isinstance(spec, dict) or "class_path" not in spec:
+            raise ConfigError(f"{flag}: give class_path (and init_args), e.g. {{class_path: CSVLogger, ...}}.")
+        path = str(spec["class_path"])
+        module_name, _, name = path.rpartition(".")
+        modules = [module_name] if module_name else ["lightning.pytorch.callbacks", "lightning.pytorch.loggers"]
+        found = None
+        for module in modules:
+            try:
+                found = getattr(importlib.import_module(module), name, None)
+            except ImportError:
+                found = None
+            if found is not None:
+                break
+        if found is None:
+            raise ConfigError(f"{flag}: cannot import {path}; give the full import path, e.g. mypackage.MyCallback.")
+        try:
+            out.append(found(**(spec.get("init_args") or {})))
+        except (TypeError, ValueError, ImportError) as exc:  # bad init_args, or a package it needs is missing
+            raise ConfigError(f"{flag} {path}: {' '.join(str(exc).split())[:200]}") from None
+    return out
 
 
 def _build_trainer(
@@ -60,8 +99,12 @@ def _build_trainer(
     callbacks: list[L.Callback],
     log_images: bool = True,
     early_stopping_patience: int = 0,
+    lr_monitor: bool = False,
 ) -> tuple[L.Trainer, ModelCheckpoint]:
+    # TensorBoard always, first (trainer.logger: the pictures and HPARAMS go there); --trainer.logger adds more.
     logger = TensorBoardLogger(save_dir=str(run.logs_dir), name="", version=run.name, default_hp_metric=False)
+    extra_loggers = instantiate(trainer_cfg.pop("logger", None), "--trainer.logger")
+    extra_callbacks = instantiate(trainer_cfg.pop("callbacks", None), "--trainer.callbacks")
     best = ModelCheckpoint(
         dirpath=run.checkpoints,
         filename="best",
@@ -79,7 +122,7 @@ def _build_trainer(
     plugins = trainer_cfg.pop("plugins", None) or []
     trainer = L.Trainer(
         **trainer_cfg,
-        logger=logger,
+        logger=[logger, *extra_loggers] if extra_loggers else logger,
         callbacks=[
             best,
             last,
@@ -89,7 +132,10 @@ def _build_trainer(
                 if early_stopping_patience
                 else []
             ),
+            # The learning rate of every parameter group, when a schedule (or fine-tuning) changes it.
+            *([LearningRateMonitor()] if lr_monitor else []),
             *callbacks,
+            *extra_callbacks,
         ],
         plugins=[*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()],
         # The DataModule shards each process's images itself, without DistributedSampler's padding.
@@ -245,6 +291,7 @@ def _fit_and_test(
             [EpochSeeder(seed), safe_stops, *(callbacks or [])],
             settings["log_images"] and not settings["trainer"].get("fast_dev_run"),  # it logs nothing
             settings["early_stopping_patience"],
+            lr_monitor=model.hparams.scheduler != "none" or model.hparams.unfreeze_at_epoch is not None,
         )
     except (ValueError, TypeError) as exc:  # Lightning refusing a --trainer.* value it does not type-check
         raise ConfigError(f"{' '.join(str(exc).split())[:300]} (check the --trainer.* flags)") from None

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -264,3 +265,66 @@ def test_checkpoints_from_before_normalize_existed_still_load(finished_run, tmp_
     torch.save(saved, tmp_path / "old.ckpt")
     old = CatDogClassifier.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True)
     assert torch.equal(old.standardize.mean, torch.zeros(3)) and torch.equal(old.standardize.std, torch.ones(3))
+
+
+def test_hparams_tab_holds_every_setting_and_the_metrics_users_sort_by(finished_run):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    _, run = finished_run
+    plugin = scalars(run).PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(plugin["_hparams_/session_start_info"])
+    hparams = start.session_start_info.hparams
+    for name in ("data.image_size", "model.lr", "trainer.max_epochs", "seed_everything", "test_checkpoint"):
+        assert name in hparams, name
+    assert hparams["trainer.max_epochs"].number_value == 2 and hparams["test_checkpoint"].string_value == "best"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(plugin["_hparams_/experiment"]).experiment
+    shown = [m.name.tag for m in experiment.metric_infos]
+    assert shown[:3] == ["val/acc_best", "test/acc", "test/auroc"]
+
+
+def test_learning_rate_curve_and_user_loggers_and_callbacks(tiny_config, tmp_path):
+    """A scheduled run logs its learning rate; --trainer.logger and --trainer.callbacks add to ours (LightningCLI)."""
+    config = merge(
+        tiny_config,
+        {
+            "model": {"scheduler": "cosine", "lr": 0.01},
+            "trainer": {
+                "max_epochs": 3,
+                "logger": {"class_path": "CSVLogger", "init_args": {"save_dir": str(tmp_path / "csv")}},
+                "callbacks": [{"class_path": "lightning.pytorch.callbacks.Timer"}],
+            },
+        },
+    )
+    metrics = train(config)
+    lr_tags = [t for t in scalars(Path(metrics["run_dir"])).Tags()["scalars"] if t.startswith("lr-")]
+    assert lr_tags, "LearningRateMonitor is on when a schedule is set"
+    rates = [e.value for e in scalars(Path(metrics["run_dir"])).Scalars(lr_tags[0])]
+    assert rates[0] == pytest.approx(0.01) and rates == sorted(rates, reverse=True)  # cosine: falling
+    csv_files = list((tmp_path / "csv").rglob("metrics.csv"))
+    assert csv_files and "val/acc" in csv_files[0].read_text().splitlines()[0]
+    with pytest.raises(ConfigError, match="cannot import"):
+        train(merge(tiny_config, {"run_name": "x", "trainer": {"callbacks": [{"class_path": "NoSuchCallback"}]}}))
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
+def test_training_further_replans_the_schedule_for_the_new_horizon(tiny_config, tmp_path, scheduler):
+    """3 epochs, then resumed to 5: from the resume on, the learning rates are those of a run planned for 5."""
+    trainer = {"max_epochs": 3, "log_every_n_steps": 1}  # the rate of every step in TensorBoard
+    config = merge(tiny_config, {"model": {"scheduler": scheduler, "lr": 0.01}, "trainer": trainer})
+
+    def rates(logs):
+        acc = scalars(Path(logs) / "version_0")
+        (tag,) = [t for t in acc.Tags()["scalars"] if t.startswith("lr-")]
+        return {e.step: e.value for e in acc.Scalars(tag)}
+
+    train(merge(config, {"logs_dir": str(tmp_path / "extended")}))
+    extended = train({"ckpt_path": "last", "logs_dir": str(tmp_path / "extended"), "trainer": {"max_epochs": 5}})
+    straight = train(merge(config, {"logs_dir": str(tmp_path / "straight"), "trainer": {"max_epochs": 5}}))
+    resumed_at = 3 * 5  # 36 training images, batch 8: 5 steps an epoch
+    after = {s: v for s, v in rates(tmp_path / "extended").items() if s >= resumed_at}
+    planned = {s: v for s, v in rates(tmp_path / "straight").items() if s >= resumed_at}
+    assert after and after.keys() == planned.keys()
+    for step in after:
+        assert after[step] == pytest.approx(planned[step], rel=1e-6), step
+    assert extended["epochs_trained"] == straight["epochs_trained"] == 5
+    assert all(np.isfinite(extended[k]) for k in ("test/acc", "test/loss", "val/acc"))

@@ -12,11 +12,13 @@ from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
 from ..errors import ConfigError
+from . import schedules
 from .backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, PretrainedNet, is_backbone, pretrained_state
 from .cnn import SmallCNN
 from .finetuning import HeadThenBackbone
@@ -268,11 +270,25 @@ class CatDogClassifier(L.LightningModule):
         momentum = {"momentum": 0.9, "nesterov": True} if hp.optimizer == "sgd" else {}
         trainable = [p for p in self.parameters() if p.requires_grad]  # a frozen backbone is left out
         optimizer = make(trainable, lr=hp.lr, weight_decay=hp.weight_decay, fused=fused, **momentum)
-        if hp.scheduler == "cosine":
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.max_epochs))
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
-        if hp.scheduler == "onecycle":
-            steps = max(1, int(self.trainer.estimated_stepping_batches))
-            schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=steps)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-        return optimizer
+        if hp.scheduler == "none":
+            return optimizer
+        plan = schedules.build(hp.scheduler, optimizer, hp.lr, schedules.horizon(hp.scheduler, self.trainer))
+        interval = schedules.INTERVAL[hp.scheduler]
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plan, "interval": interval}}
+
+    def on_train_start(self) -> None:
+        # Resumed with another horizon (training further): re-plan the schedule; see models/schedules.py.
+        kind, configs = self.hparams.scheduler, self.trainer.lr_scheduler_configs
+        if kind == "none" or not configs:
+            return
+        length = schedules.horizon(kind, self.trainer)
+        if schedules.planned_length(kind, configs[0].scheduler) == length:
+            return
+        at = schedules.position(kind, self.trainer)
+        configs[0].scheduler = schedules.replan(kind, configs[0].scheduler.optimizer, self.hparams.lr, length, at)
+        unit = "epoch" if kind == "cosine" else "step"
+        rate = configs[0].scheduler.optimizer.param_groups[0]["lr"]
+        rank_zero_info(
+            f"Learning-rate schedule re-planned for the new horizon: {kind} at {unit} {at} of {length}, "
+            f"learning rate {rate:.3g} (the rate a run planned for {length} {unit}s has here)."
+        )
