@@ -38,7 +38,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check catdog_lightning scripts tests
 
 tensorboard: $(STAMP)
-	$(BIN)/tensorboard --logdir lightning_logs
+	$(BIN)/tensorboard --logdir lightning_logs --samples_per_plugin images=1000
 
 clean:
 	rm -rf $(VENV) lightning_logs data .pytest_cache

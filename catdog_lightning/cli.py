@@ -11,6 +11,9 @@ The parsers of every script live here, and nothing else does: each command's bod
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 import sys
 from argparse import ArgumentError
 from collections.abc import Callable, Sequence
@@ -38,6 +41,7 @@ def build_parser() -> ArgumentParser:
         description="Train the cat/dog classifier, then test its best checkpoint. With no flags: the built-in "
         "synthetic dataset. Runs go to lightning_logs/<run_name>/; watch: tensorboard --logdir lightning_logs",
         exit_on_error=False,
+        allow_abbrev=False,  # --trainer.max_epoch is a typo, not --trainer.max_epochs
     )
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML config file (e.g. a run's config.yaml)")
     parser.add_class_arguments(CatDogDataModule, "data")
@@ -86,9 +90,18 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+_TYPE_WORDS = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text"}
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
-    return text.replace('Parser key "', "--").replace('":', ":", 1) if text.startswith("Parser key") else text
+    text = text.replace('Parser key "', "--").replace('":', ":", 1) if text.startswith("Parser key") else text
+    # jsonargparse speaks Python ("Expected a <class 'float'>. Got value: abc"); say it in words.
+    return re.sub(
+        r"Expected a <class '(\w+)'>\. Got value: (.*)",
+        lambda m: f"expected {_TYPE_WORDS.get(m.group(1), m.group(1))}, got {m.group(2)}",
+        text,
+    )
 
 
 def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None = None) -> dict:
@@ -127,9 +140,18 @@ def run_cli(
     return 0
 
 
+def quiet_lightning() -> None:
+    """Lightning's banners and tips ("GPU available: ...", "Tip: try installing ...") off: the run's own
+    lines, warnings and errors are what a person or a log file should see. LIGHTNING_VERBOSE=1 keeps them."""
+    if not os.environ.get("LIGHTNING_VERBOSE"):
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .training import train
 
+    quiet_lightning()
     return run_cli(train, argv)
 
 
@@ -151,6 +173,7 @@ def build_numpy_parser() -> ArgumentParser:
         description="Train the lesson's from-scratch NumPy network on the same data and splits as train.py, "
         "printing the cost every --print_every iterations and logging to TensorBoard.",
         exit_on_error=False,
+        allow_abbrev=False,  # --trainer.max_epoch is a typo, not --trainer.max_epochs
     )
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML config file")
     # Same folders, image size and split as train.py; batching and augmentation are the network's own here.
@@ -186,6 +209,7 @@ def build_lesson_parser() -> ArgumentParser:
         description="Run the lesson's PyTorch program as written (decode every photo every epoch, MLP, BCE, "
         "Adam 1e-3, batch 32, 200 epochs on all of train/) and report its accuracy on test/.",
         exit_on_error=False,
+        allow_abbrev=False,  # --trainer.max_epoch is a typo, not --trainer.max_epochs
     )
     parser.add_argument(
         "--data_dir", type=str | None, default=None, help="folder with train/ and test/ (default: built-in data)"
@@ -217,6 +241,7 @@ def build_results_parser() -> ArgumentParser:
         description="Measure each model on real photos with several seeds and write docs/RESULTS.md. "
         "Runs already stored in docs/results.json with the same command line are kept, not re-run.",
         exit_on_error=False,
+        allow_abbrev=False,  # --trainer.max_epoch is a typo, not --trainer.max_epochs
     )
     parser.add_argument(
         "--data_dir", type=str, required=True, help="folder with train/ and test/ (make results uses catdog-a)"
@@ -243,7 +268,7 @@ def results_main(argv: Sequence[str] | None = None) -> int:
 def _tool_parser(prog: str, description: str) -> ArgumentParser:
     from .runs import DEFAULT_LOGS_DIR
 
-    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False)
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False)
     parser.add_argument(
         "--ckpt_path",
         type=str | None,
@@ -313,6 +338,7 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
         description="Time the lesson's pipeline, this project's, and the compute floor side by side, each in a "
         "fresh process, and print medians and ratios.",
         exit_on_error=False,
+        allow_abbrev=False,  # --trainer.max_epoch is a typo, not --trainer.max_epochs
     )
     parser.add_argument("--data_dir", type=str | None, default=None, help="folder with train/ (default: built-in data)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs timed for each pipeline (at least 2)")

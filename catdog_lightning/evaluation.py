@@ -24,6 +24,7 @@ from torchmetrics.functional.classification import (
     binary_recall,
 )
 
+from .atomic import atomic_write_text
 from .checkpoints import read_checkpoint
 from .data import CatDogDataModule
 from .data.scan import CAT
@@ -165,8 +166,9 @@ def evaluate_command(args: dict) -> None:
     report, datamodule = evaluate(ckpt, args["data"]["data_dir"])
     print(format_report(report))
     path = Path(args.get("report") or (Path(ckpt).parent.parent / "evaluation.json"))
-    path.write_text(json.dumps(report, indent=2))
-    print(f"  report     {path}")
+    replaced = " (replaced the previous report)" if path.exists() else ""
+    atomic_write_text(path, json.dumps(report, indent=2))
+    print(f"  report     {path}{replaced}")
     if args.get("errors_grid"):
         shown = save_errors_grid(report, datamodule, args["errors_grid"])
         print(f"  errors     {args['errors_grid']} ({shown} worst mistakes)")

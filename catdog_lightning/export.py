@@ -31,7 +31,8 @@ def input_contract(image_size: int) -> dict:
     return {
         "input": f"images: float32 tensor N x 3 x {image_size} x {image_size}, RGB, values in [0, 1]",
         "preprocess": f"apply EXIF orientation, convert to RGB (transparency over white), resize to "
-        f"{image_size}x{image_size} bilinear, divide by 255 (catdog_lightning.data.decode_image does all of it); "
+        f"{image_size}x{image_size} bilinear (catdog_lightning.data.decode_image does all of it, giving S x S x 3 "
+        "uint8), transpose to 3 x S x S, divide by 255; "
         "per-channel standardisation, if the model was trained with it, happens inside the model",
         "output": "p_cat: float32 tensor N, P(cat); label = cat if p_cat > 0.5 else dog",
     }

@@ -18,7 +18,7 @@ import torch
 from .checkpoints import read_checkpoint
 from .data.decode import decode_many
 from .data.features import CHUNK as FEATURE_CHUNK
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .models import CatDogClassifier
 from .runs import DEFAULT_LOGS_DIR, latest_run
 
@@ -71,8 +71,11 @@ class Classifier:
         return torch.cat(out) if out else torch.empty(0)
 
     def predict(self, paths: Sequence[str | os.PathLike], batch_size: int = 256) -> list[Prediction]:
-        """One :class:`Prediction` per path, in order; unreadable files get ``error`` instead of P(cat)."""
-        paths = [str(p) for p in paths]
+        """One :class:`Prediction` per image, in order; folders are searched recursively (as predict.py does);
+        unreadable files get ``error`` instead of P(cat)."""
+        from .data.scan import find_images
+
+        paths = find_images(paths)
         images, kept, failures = decode_many(paths, self.image_size, self.draft, desc="predicting")
         probs = self.probabilities(torch.from_numpy(images), batch_size).tolist()
         by_index = dict(zip(kept, probs, strict=True))
@@ -134,3 +137,5 @@ def predict_command(args: dict) -> None:
     if output:
         write_predictions(predictions, output)
         print(f"wrote {output}", file=sys.stderr)
+    if len(skipped) == len(predictions):
+        raise DataError(f"none of the {len(predictions)} image file(s) could be read; see the lines above.")

@@ -20,7 +20,7 @@ from typing import Any
 
 import lightning as L
 import yaml
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.tensorboard.summary import hparams as hparams_summary
@@ -32,6 +32,7 @@ from .checkpoints import AtomicCheckpointIO, read_checkpoint
 from .data import CatDogDataModule
 from .errors import ConfigError, Interrupted
 from .models import CatDogClassifier
+from .progress import progress_bar
 from .resume import RUN_NAME_ENV, is_main_process, resolve_run
 from .runs import DEFAULT_LOGS_DIR, RunDirectory, claim
 from .visuals import TensorBoardVisuals
@@ -105,6 +106,8 @@ def _build_trainer(
     logger = TensorBoardLogger(save_dir=str(run.logs_dir), name="", version=run.name, default_hp_metric=False)
     extra_loggers = instantiate(trainer_cfg.pop("logger", None), "--trainer.logger")
     extra_callbacks = instantiate(trainer_cfg.pop("callbacks", None), "--trainer.callbacks")
+    if trainer_cfg.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in extra_callbacks):
+        extra_callbacks.append(progress_bar())
     best = ModelCheckpoint(
         dirpath=run.checkpoints,
         filename="best",
@@ -312,6 +315,12 @@ def _fit_and_test(
             _write_hparams_summary(trainer.logger, resolved)
         if ckpt is not None:
             print(f"Resuming {run.path} from {ckpt}")
+            done = int(read_checkpoint(ckpt)["epoch"]) + 1
+            if done >= trainer.max_epochs:
+                print(
+                    f"{run.name} has trained {done} epoch(s) already (--trainer.max_epochs {trainer.max_epochs}): "
+                    "nothing to train, so it is only tested again. Give a larger --trainer.max_epochs to train further."
+                )
     fit_start = time.perf_counter()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)

@@ -109,7 +109,8 @@ def test_flags_reach_train(monkeypatch):
         (["--data.val_fraction", "1.5"], "--data.val_fraction must be in [0, 1)"),
         (["--data.val_fraction", "0"], "--data.val_fraction 0 leaves no validation images"),
         (["--model.activation", "gelu"], "--model.activation"),
-        (["--model.lr", "abc"], "--model.lr"),
+        (["--model.lr", "abc"], "--model.lr: expected a number, got abc"),
+        (["--trainer.max_epoch", "3"], "unrecognized arguments: --trainer.max_epoch"),  # no silent prefixes
         (["--no_such_flag", "1"], "unrecognized arguments"),
         (["--data.data_dir", "does/not/exist"], "does/not/exist does not exist"),
         (["--ckpt_path", "last"], "--ckpt_path last: no checkpoints/last.ckpt"),
@@ -132,3 +133,27 @@ def test_error_from_a_real_process_has_no_traceback(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("error: ") and "only cat images" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_log_file_gets_one_readable_line_per_epoch(tiny_config, tmp_path):
+    """stdout into a file: no carriage-return redraws, no banners or tips, one line per epoch with its metrics."""
+    data = tiny_config["data"]
+    out = run_script(
+        "--data.data_dir", data["data_dir"], "--data.image_size", "16", "--data.cache_dir", data["cache_dir"],
+        "--model.hidden_dims", "[16, 8]", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "12",
+        "--logs_dir", tiny_config["logs_dir"], cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    log = out.stdout
+    assert "\r" not in log and "\x1b" not in log and len(log.encode()) < 5000
+    assert "Tip" not in log + out.stderr and "GPU available" not in log + out.stderr
+    epochs = [line for line in log.splitlines() if line.startswith("Epoch ")]
+    assert [line.split(":")[0] for line in epochs] == [f"Epoch {i}" for i in range(12)]
+    assert all("val/acc=" in line and "train/loss=" in line for line in epochs)
+    assert "Results (test metrics" in log
+
+
+def test_a_data_error_is_the_only_line(tmp_path):
+    out = run_script("--data.data_dir", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: --data.data_dir")

@@ -225,3 +225,35 @@ def test_load_classifier_api(trained, tmp_path):
     assert second.p_cat is None and second.label is None and second.error
     with pytest.raises(ConfigError):
         load_classifier(tmp_path / "broken.jpg")
+
+
+def test_readme_export_snippet_runs_as_written(trained, tiny_dataset, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    ckpt, _, _ = trained
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("<!-- export-snippet -->")[1].split("```python")[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    assert export_main(["--ckpt_path", str(ckpt), "--format", "onnx", "--output", "model.onnx"]) == 0
+    cat = next(iter(sorted((tiny_dataset / "test" / "cat").iterdir())))
+    (tmp_path / "cat.jpg").write_bytes(cat.read_bytes())
+    capsys.readouterr()
+    exec(compile("\n".join(line[2:] for line in snippet.splitlines()), "README snippet", "exec"), {})
+    label, p_cat = capsys.readouterr().out.split()
+    expected = load_classifier(ckpt).predict([str(cat)])[0]
+    assert label == expected.label and float(p_cat) == pytest.approx(expected.p_cat, abs=1e-5)
+
+
+def test_small_tool_behaviours(trained, tiny_dataset, tmp_path, capsys):
+    ckpt, _, _ = trained
+    # load_classifier().predict takes folders, as predict.py does
+    predictions = load_classifier(ckpt).predict([tiny_dataset / "test" / "cat"])
+    assert len(predictions) == 8 and all(p.p_cat is not None for p in predictions)
+    # predict.py with nothing readable: exit 2
+    (tmp_path / "bad.jpg").write_bytes(b"not a picture")
+    assert predict_main(["--ckpt_path", str(ckpt), str(tmp_path / "bad.jpg")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: none of the 1 image")
+    # evaluate.py says when it replaces an earlier report
+    report = tmp_path / "r.json"
+    for _ in range(2):
+        assert evaluate_main(["--ckpt_path", str(ckpt), "--report", str(report)]) == 0
+    assert "replaced the previous report" in capsys.readouterr().out

@@ -94,7 +94,8 @@ def decode_many(
     """
     workers = available_cores() if workers is None else workers
     chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
-    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=len(paths) < PROGRESS_BAR_FROM)
+    # None: tqdm draws only on a terminal (a log file would get a line of carriage returns).
+    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=True if len(paths) < PROGRESS_BAR_FROM else None)
     # Each chunk's pictures go straight into their rows: the decoded set is held once, not twice.
     images = np.empty((len(paths), 3, size, size), dtype=np.uint8)
     ok = np.zeros(len(paths), dtype=bool)

@@ -40,7 +40,7 @@ def _checksum(features: torch.Tensor) -> int:
 
 def extract_features(images: torch.Tensor, extract: Extractor, desc: str = "backbone features") -> torch.Tensor:
     chunks = range(0, len(images), CHUNK)
-    with tqdm(total=len(images), desc=desc, unit="img", disable=len(images) < 256) as bar:
+    with tqdm(total=len(images), desc=desc, unit="img", disable=True if len(images) < 256 else None) as bar:
         parts = []
         for start in chunks:
             parts.append(extract(images[start : start + CHUNK]).float())

@@ -12,7 +12,7 @@ from typing import Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
@@ -26,6 +26,11 @@ from .layers import Standardize, ViewAverage, average_views, views, zoom_margin
 from .mlp import MLP
 
 Arch = Literal["mlp", "cnn", "efficientnet_lite0", "resnet18", "resnet50", "mobilenet_v3_large", "efficientnet_b0"]
+
+
+@rank_zero_only
+def rank_zero_print(line: str) -> None:
+    print(line)
 
 
 def _stage_metrics(stage: str) -> MetricCollection:
@@ -288,7 +293,7 @@ class CatDogClassifier(L.LightningModule):
         configs[0].scheduler = schedules.replan(kind, configs[0].scheduler.optimizer, self.hparams.lr, length, at)
         unit = "epoch" if kind == "cosine" else "step"
         rate = configs[0].scheduler.optimizer.param_groups[0]["lr"]
-        rank_zero_info(
+        rank_zero_print(
             f"Learning-rate schedule re-planned for the new horizon: {kind} at {unit} {at} of {length}, "
             f"learning rate {rate:.3g} (the rate a run planned for {length} {unit}s has here)."
         )
