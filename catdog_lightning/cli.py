@@ -148,11 +148,20 @@ def quiet_lightning() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``train.py [fit|validate|test|predict] [flags]``: LightningCLI's subcommands; no subcommand means fit."""
+    from .evaluation import stage_command
     from .training import train
 
     quiet_lightning()
-    return run_cli(train, argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    stage = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "fit"
+    if stage == "fit":
+        return run_cli(train, argv)
+    return run_cli(lambda flags: stage_command(stage, flags), argv)
 
 
 def _add_run_flags(parser: ArgumentParser, prefix: str) -> None:

@@ -28,7 +28,7 @@ from .atomic import atomic_write_text
 from .checkpoints import read_checkpoint
 from .data import CatDogDataModule
 from .data.scan import CAT
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .inference import checkpoint_or_latest, load_model
 from .pictures import caption_grid
 
@@ -172,3 +172,39 @@ def evaluate_command(args: dict) -> None:
     if args.get("errors_grid"):
         shown = save_errors_grid(report, datamodule, args["errors_grid"])
         print(f"  errors     {args['errors_grid']} ({shown} worst mistakes)")
+
+
+def stage_command(stage: str, flags: dict) -> None:
+    """``train.py validate|test|predict --ckpt_path PATH|last|best``: one stage of a trained checkpoint.
+
+    The checkpoint's own data settings, updated by the ``--data.*`` flags given; ``--trainer.*`` as for fit.
+    validate and test print the LightningModule's metrics; predict prints P(cat) for each test image.
+    """
+    from .runs import DEFAULT_LOGS_DIR, RunDirectory, latest_run
+    from .training import TRAINER_DEFAULTS, quiet_known_warnings
+
+    quiet_known_warnings()
+    ckpt = flags.get("ckpt_path")
+    if not ckpt:
+        raise ConfigError(f"{stage} needs --ckpt_path: a checkpoint file, last or best (of the latest run).")
+    if ckpt in ("last", "best"):
+        logs_dir = Path(flags.get("logs_dir") or DEFAULT_LOGS_DIR)
+        run = RunDirectory(logs_dir, flags["run_name"]) if flags.get("run_name") else latest_run(logs_dir)
+        found = None if run is None else (run.last_ckpt if ckpt == "last" else run.best_ckpt)
+        if found is None or not found.is_file():
+            raise ConfigError(f"--ckpt_path {ckpt}: no {ckpt}.ckpt under {logs_dir}; train a run first.")
+        ckpt = str(found)
+    trainer = {**TRAINER_DEFAULTS, "enable_progress_bar": False, **(flags.get("trainer") or {})}
+    if stage in ("validate", "test"):
+        metrics = evaluate_checkpoint(ckpt, flags.get("data"), trainer, stage)
+        print(f"{stage} metrics of {ckpt}")
+        for key, value in sorted(metrics.items()):
+            print(f"  {key:<12} {value:.4f}")
+        return
+    datamodule = CatDogDataModule(
+        **{**read_checkpoint(ckpt).get("datamodule_hyper_parameters", {}), **(flags.get("data") or {})}
+    )
+    predictor = L.Trainer(**trainer, logger=False, enable_checkpointing=False, use_distributed_sampler=False)
+    probs = torch.cat(predictor.predict(load_model(ckpt), datamodule=datamodule)).tolist()
+    for path, p in zip(datamodule.test_set.paths, probs, strict=True):
+        print(f"{path}\t{p:.4f}\t{'cat' if p > 0.5 else 'dog'}")

@@ -162,7 +162,7 @@ def _results_table(metrics: dict) -> str:
     return "\n".join(["", "Results (test metrics of the tested checkpoint)"] + [f"  {k:<11} {v}" for k, v in rows])
 
 
-def _quiet_known_warnings() -> None:
+def quiet_known_warnings() -> None:
     # Batches come from an in-memory tensor: DataLoader workers would only add start-up time.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
@@ -229,7 +229,7 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
 
     Raises :class:`Interrupted` after a SIGINT/SIGTERM stopped training with last.ckpt saved.
     """
-    _quiet_known_warnings()
+    quiet_known_warnings()
     logs_dir = Path(config.get("logs_dir") or DEFAULT_LOGS_DIR)
     ckpt, run, config = resolve_run(config, logs_dir)
     seed = config.get("seed_everything", DEFAULT_SEED)

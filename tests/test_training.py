@@ -328,3 +328,39 @@ def test_training_further_replans_the_schedule_for_the_new_horizon(tiny_config, 
         assert after[step] == pytest.approx(planned[step], rel=1e-6), step
     assert extended["epochs_trained"] == straight["epochs_trained"] == 5
     assert all(np.isfinite(extended[k]) for k in ("test/acc", "test/loss", "val/acc"))
+
+
+@pytest.mark.parametrize(
+    "debug",
+    [
+        {"limit_train_batches": 2, "limit_val_batches": 1},
+        {"overfit_batches": 2},
+        {"profiler": "simple"},
+        {"precision": "bf16-mixed"},
+    ],
+)
+def test_lightnings_debugging_flags_work(tiny_config, debug):
+    metrics = train(merge(tiny_config, {"trainer": debug}))
+    assert metrics["epochs_trained"] == 2 and np.isfinite(metrics["test/loss"])
+    if "limit_train_batches" in debug:
+        assert metrics["global_step"] == 4  # 2 batches x 2 epochs
+
+
+def test_subcommands_like_lightning_cli(tiny_config, capsys):
+    from catdog_lightning.cli import main
+
+    metrics = train(tiny_config)
+    logs = ["--logs_dir", tiny_config["logs_dir"]]
+    assert main(["test", "--ckpt_path", "best", *logs]) == 0
+    out = capsys.readouterr().out
+    assert f"test/acc     {metrics['test/acc']:.4f}" in out
+    assert main(["validate", "--ckpt_path", metrics["best_checkpoint"], *logs]) == 0
+    assert "val/acc" in capsys.readouterr().out
+    assert main(["predict", "--ckpt_path", "last", *logs]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 16 and all(line.split("\t")[2] in ("cat", "dog") for line in lines)
+    assert main(["test", *logs]) == 2
+    assert "test needs --ckpt_path" in capsys.readouterr().err
+    assert main(["fit", "--run_name", "again", *logs, "--data.data_dir", tiny_config["data"]["data_dir"],
+                 "--data.image_size", "16", "--trainer.max_epochs", "1"]) == 0  # fmt: skip
+    assert (Path(tiny_config["logs_dir"]) / "again" / "metrics.json").is_file()
