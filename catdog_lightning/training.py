@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from .allocator import keep_freed_memory
+from .allocator import keep_freed_memory, release_freed_memory
 from .atomic import atomic_write_text, remove_stale_temporaries
 from .callbacks import EpochSeeder, SafeStops, TrainingInterrupted
 from .checkpoints import AtomicCheckpointIO, read_checkpoint
@@ -212,6 +212,7 @@ def _join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, 
         return 0.0, ""
     start = time.perf_counter()
     note = datamodule.use_features(model.view_features, model.feature_key())
+    release_freed_memory()  # the head trains on the features: the backbone's activation memory can go
     return time.perf_counter() - start, note
 
 

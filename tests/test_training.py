@@ -364,3 +364,10 @@ def test_subcommands_like_lightning_cli(tiny_config, capsys):
     assert main(["fit", "--run_name", "again", *logs, "--data.data_dir", tiny_config["data"]["data_dir"],
                  "--data.image_size", "16", "--trainer.max_epochs", "1"]) == 0  # fmt: skip
     assert (Path(tiny_config["logs_dir"]) / "again" / "metrics.json").is_file()
+
+
+def test_resuming_a_finished_run_says_it_only_tests_again(tiny_config, capsys):
+    train(tiny_config)
+    capsys.readouterr()
+    train({"ckpt_path": "last", "logs_dir": tiny_config["logs_dir"]})
+    assert "nothing to train, so it is only tested again" in capsys.readouterr().out

@@ -23,9 +23,10 @@ from ..atomic import atomic_write
 
 log = logging.getLogger(__name__)
 # Images per forward pass. Small on purpose: at 224 px a batch of 64 has activation tensors of ~300 MB,
-# which the allocator maps and unmaps from the OS on every pass; batches of 8 run 2.2x faster on 2 CPU
-# cores (65 vs 29 images/s, EfficientNet-Lite0) with half the peak memory.
-CHUNK = 8
+# which the allocator maps and unmaps from the OS on every pass; batches of 4 or 8 run 2.2x faster on 2 CPU
+# cores (64-66 vs 29 images/s, EfficientNet-Lite0, before allocator.py's tuning), and 4 keeps a 224-px
+# probe run's peak memory lowest (1.50 GB against 1.62 GB with 8, first run on catdog-a).
+CHUNK = 4
 # uint8 N x 3 x S x S images -> float N x V x D features (V looks at each image)
 Extractor = Callable[[torch.Tensor], torch.Tensor]
 
