@@ -83,3 +83,18 @@ class SafeStops(L.Callback):
             raise TrainingInterrupted(self.requested or signal.SIGTERM, trainer.global_step)
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
             trainer.save_checkpoint(self.last_ckpt)
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+class FiniteLoss(L.Callback):
+    """Stops a run whose loss stops being a number: everything after would be NaN, checkpoints included."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not bool(torch.isfinite(loss.detach())):
+            raise Diverged(
+                f"the training loss became {float(loss)} at epoch {trainer.current_epoch}, step {trainer.global_step}"
+            )

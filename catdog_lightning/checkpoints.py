@@ -29,7 +29,9 @@ def read_checkpoint(path: str | os.PathLike, flag: str = "--ckpt_path") -> dict[
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):  # an object to construct: code would run to unpickle it
+        # An object to construct: code would run to unpickle it (torch says "Unsupported global" or, since
+        # 2.14, "unsupported GLOBAL").
+        if "unsupported global" in str(exc).lower():
             raise ConfigError(
                 f"{flag} {path}: refused, it holds Python objects beyond weights and plain values, "
                 "and loading it could run code. Use a checkpoint written by catdog-lightning."

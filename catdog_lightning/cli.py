@@ -137,6 +137,9 @@ def run_cli(
     except Interrupted as stop:
         print(f"\n{stop}", file=sys.stderr)
         return stop.exit_code
+    except KeyboardInterrupt:  # Ctrl-C before training began (decoding, loading): nothing was written
+        print("\ninterrupted before training began; nothing was saved.", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -160,12 +160,20 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def default_report(ckpt: str | os.PathLike) -> Path:
+    """``evaluation.json`` in the checkpoint's run directory; beside a checkpoint that is not in one."""
+    from .runs import RunDirectory
+
+    run = RunDirectory.owning(Path(ckpt))
+    return run.path / "evaluation.json" if run is not None else Path(ckpt).with_suffix(".evaluation.json")
+
+
 def evaluate_command(args: dict) -> None:
     """scripts/evaluate.py: score, print, write the JSON report and (``--errors_grid``) the worst mistakes."""
     ckpt = checkpoint_or_latest(args.get("ckpt_path"), args["logs_dir"])
     report, datamodule = evaluate(ckpt, args["data"]["data_dir"])
     print(format_report(report))
-    path = Path(args.get("report") or (Path(ckpt).parent.parent / "evaluation.json"))
+    path = Path(args.get("report") or default_report(ckpt))
     replaced = " (replaced the previous report)" if path.exists() else ""
     atomic_write_text(path, json.dumps(report, indent=2))
     print(f"  report     {path}{replaced}")

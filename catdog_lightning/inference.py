@@ -98,9 +98,17 @@ def load_model(ckpt_path: str | os.PathLike) -> CatDogClassifier:
     try:
         model = CatDogClassifier(**saved["hyper_parameters"])
         model.load_state_dict(saved["state_dict"])
-    except (TypeError, RuntimeError, ValueError) as exc:
-        reason = " ".join(str(exc).split())[:160]
+    except (TypeError, RuntimeError, ValueError, MemoryError, OverflowError) as exc:
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise ConfigError(f"--ckpt_path {ckpt_path}: not a checkpoint of this model ({reason}).") from None
+    broken = [
+        name for name, value in model.state_dict().items() if value.is_floating_point() and not value.isfinite().all()
+    ]
+    if broken:
+        raise ConfigError(
+            f"--ckpt_path {ckpt_path}: its weights are not finite (NaN or Inf in {broken[0]}): the run diverged "
+            "before this checkpoint was saved; use an earlier one, or retrain with a lower --model.lr."
+        )
     return model.eval()
 
 

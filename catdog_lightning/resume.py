@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from .checkpoints import read_checkpoint
 from .errors import ConfigError
+from .inference import load_model
 from .runs import RunDirectory, check_run_name, latest_run
 
 # Settings a resumed run cannot change: its weights have this shape.
@@ -59,6 +60,7 @@ def _resolve_resume(config: dict, logs_dir: Path) -> tuple[Path, RunDirectory, d
         ckpt = Path(ckpt_arg)
         run = RunDirectory.owning(ckpt) or (RunDirectory(logs_dir, run_name) if run_name else None)
     saved = read_checkpoint(ckpt)
+    load_model(ckpt)  # refuses, in one line, a checkpoint that does not build this model (before Lightning tries)
     if run is not None and run.config_file.is_file():
         base = read_saved_config(run)
     else:  # a checkpoint from elsewhere: its own hyperparameters say what it is

@@ -9,6 +9,7 @@ beside the one function that uses them.)
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import os
@@ -27,7 +28,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from .allocator import keep_freed_memory, release_freed_memory
 from .atomic import atomic_write_text, remove_stale_temporaries
-from .callbacks import EpochSeeder, SafeStops, TrainingInterrupted
+from .callbacks import Diverged, EpochSeeder, FiniteLoss, SafeStops, TrainingInterrupted
 from .checkpoints import AtomicCheckpointIO, read_checkpoint
 from .data import CatDogDataModule
 from .errors import ConfigError, Interrupted
@@ -263,12 +264,17 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     features = _join_data_and_model(datamodule, model, ckpt)
     lock, created = None, False
     if is_main_process():  # other DDP processes join the directory the first one claimed
-        run, lock, created = claim(run, new=ckpt is None, auto_name=not config.get("run_name"))
+        try:
+            run, lock, created = claim(run, new=ckpt is None, auto_name=not config.get("run_name"))
+        except OSError as exc:
+            raise ConfigError(f"--logs_dir {logs_dir}: cannot make the run folder ({exc.strerror or exc}).") from None
     try:
         return _fit_and_test(settings, run, datamodule, model, ckpt, features, callbacks)
-    except BaseException:
+    except BaseException as exc:
         if created and not run.last_ckpt.exists():  # a start that failed leaves no new folder behind
             shutil.rmtree(run.path, ignore_errors=True)
+        if isinstance(exc, OSError) and _is_write_failure(exc):  # config.yaml or the TensorBoard file
+            raise ConfigError(f"cannot write in {run.path} ({exc.strerror or exc}); pick another --logs_dir.") from None
         raise
     finally:
         if lock is not None:
@@ -292,7 +298,7 @@ def _fit_and_test(
         trainer, best = _build_trainer(
             run,
             dict(settings["trainer"]),
-            [EpochSeeder(seed), safe_stops, *(callbacks or [])],
+            [EpochSeeder(seed), safe_stops, FiniteLoss(), *(callbacks or [])],
             settings["log_images"] and not settings["trainer"].get("fast_dev_run"),  # it logs nothing
             settings["early_stopping_patience"],
             lr_monitor=model.hparams.scheduler != "none" or model.hparams.unfreeze_at_epoch is not None,
@@ -327,6 +333,19 @@ def _fit_and_test(
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     except SIGTERMException:  # SIGTERM before training began (Lightning's own handler): nothing new to save
         raise Interrupted(f"stopped by SIGTERM before training began; {run.path} is unchanged.", 128 + 15) from None
+    except Diverged as stop:
+        lr = model.hparams.lr
+        raise ConfigError(
+            f"{stop}: the run diverged. Try a lower learning rate (--model.lr {lr:g} now, e.g. {lr / 10:g}); "
+            f"the last good checkpoint is {run.last_ckpt}."
+        ) from None
+    except (OSError, RuntimeError) as exc:
+        if not _is_write_failure(exc):
+            raise
+        raise ConfigError(
+            f"could not write in {run.path} ({' '.join(str(exc).split())[:160]}): free some space there or "
+            f"pick another --logs_dir; what was saved resumes with --ckpt_path last --run_name {run.name}."
+        ) from None
     except TrainingInterrupted as stop:
         raise Interrupted(
             f"{stop}; saved {run.last_ckpt}. Resume with: "
@@ -360,6 +379,14 @@ def _fit_and_test(
         atomic_write_text(run.metrics_file, json.dumps(metrics, indent=2))
         print(_results_table(metrics))
     return metrics
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    """A full or read-only disk, as Python (OSError) or torch's serializer (RuntimeError) reports it."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM)
+    text = str(exc).lower()
+    return any(word in text for word in ("no space", "read-only", "failed writing", "file write failed"))
 
 
 def _dev_run_test(trainer: L.Trainer, model: CatDogClassifier, datamodule: CatDogDataModule, run) -> dict:

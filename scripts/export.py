@@ -3,7 +3,9 @@
 
 import sys
 
-from catdog_lightning.cli import export_main
-
 if __name__ == "__main__":
+    try:  # Ctrl-C while Python imports torch: a clean exit, not a traceback
+        from catdog_lightning.cli import export_main
+    except KeyboardInterrupt:
+        sys.exit(130)
     sys.exit(export_main())

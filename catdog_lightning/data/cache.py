@@ -130,8 +130,15 @@ def load_or_decode(
     decoded.key = key
     try:
         _write_cache(path, key, decoded)
-    except OSError as exc:  # a read-only or full disk costs speed next time, not this run
-        log.warning("Could not write the decode cache %s: %s", path, exc)
+    except (
+        OSError,
+        RuntimeError,
+    ) as exc:  # a read-only or full disk (torch says RuntimeError) costs speed, not the run
+        needed = decoded.images.numel() / 1e6
+        log.warning(
+            "Could not write the decode cache %s (%s): it needs about %.1f MB in %s; this run goes on uncached.",
+            path, " ".join(str(exc).split())[:120], needed, path.parent,
+        )  # fmt: skip
         return decoded
     # From here on the run reads the memory-mapped file, as every later run will: the private copy is
     # dropped first, so the pixels are never in memory twice.

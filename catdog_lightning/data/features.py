@@ -70,6 +70,6 @@ def load_or_extract(
         blob = {"key": key, "features": features, "checksum": _checksum(features)}
         try:
             atomic_write(path, lambda fh: torch.save(blob, fh))
-        except OSError as exc:
-            log.warning("Could not write the feature cache %s: %s", path, exc)
+        except (OSError, RuntimeError) as exc:  # a full or read-only disk: the run goes on, uncached
+            log.warning("Could not write the feature cache %s (%s); this run goes on.", path, str(exc)[:120])
     return features, False
