@@ -70,6 +70,8 @@ class SafeStops(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handlers()
+        if self.requested is not None:  # a signal during the last validation: saved already, but still a stop
+            raise TrainingInterrupted(self.requested, trainer.global_step)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore_handlers()

@@ -30,18 +30,21 @@ from .errors import Interrupted, UserError
 _TRAINER_OWNED = {"default_root_dir", "enable_checkpointing", "use_distributed_sampler"}
 
 
+def _new_parser(prog: str, description: str) -> ArgumentParser:
+    """Errors come back to :func:`run_cli` as one line; no abbreviations (--trainer.max_epoch is a typo)."""
+    return ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False)
+
+
 def build_parser() -> ArgumentParser:
     from .data import CatDogDataModule
     from .models import CatDogClassifier
     from .runs import DEFAULT_LOGS_DIR
     from .training import DEFAULT_SEED, TRAINER_DEFAULTS
 
-    parser = ArgumentParser(
-        prog="train.py",
-        description="Train the cat/dog classifier, then test its best checkpoint. With no flags: the built-in "
+    parser = _new_parser(
+        "train.py",
+        "Train the cat/dog classifier, then test its best checkpoint. With no flags: the built-in "
         "synthetic dataset. Runs go to lightning_logs/<run_name>/; watch: tensorboard --logdir lightning_logs",
-        exit_on_error=False,
-        allow_abbrev=False,  # --trainer.max_epoch is a typo, not --trainer.max_epochs
     )
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML config file (e.g. a run's config.yaml)")
     parser.add_class_arguments(CatDogDataModule, "data")
@@ -180,12 +183,10 @@ def build_numpy_parser() -> ArgumentParser:
     from .lab.numpy_training import DEFAULTS
     from .numpy_net import INITS
 
-    parser = ArgumentParser(
-        prog="train_numpy.py",
-        description="Train the lesson's from-scratch NumPy network on the same data and splits as train.py, "
+    parser = _new_parser(
+        "train_numpy.py",
+        "Train the lesson's from-scratch NumPy network on the same data and splits as train.py, "
         "printing the cost every --print_every iterations and logging to TensorBoard.",
-        exit_on_error=False,
-        allow_abbrev=False,  # --trainer.max_epoch is a typo, not --trainer.max_epochs
     )
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML config file")
     # Same folders, image size and split as train.py; batching and augmentation are the network's own here.
@@ -216,12 +217,10 @@ def numpy_main(argv: Sequence[str] | None = None) -> int:
 def build_lesson_parser() -> ArgumentParser:
     from .lab.lesson import EPOCHS
 
-    parser = ArgumentParser(
-        prog="lesson.py",
-        description="Run the lesson's PyTorch program as written (decode every photo every epoch, MLP, BCE, "
+    parser = _new_parser(
+        "lesson.py",
+        "Run the lesson's PyTorch program as written (decode every photo every epoch, MLP, BCE, "
         "Adam 1e-3, batch 32, 200 epochs on all of train/) and report its accuracy on test/.",
-        exit_on_error=False,
-        allow_abbrev=False,  # --trainer.max_epoch is a typo, not --trainer.max_epochs
     )
     parser.add_argument(
         "--data_dir", type=str | None, default=None, help="folder with train/ and test/ (default: built-in data)"
@@ -248,12 +247,10 @@ def build_results_parser() -> ArgumentParser:
     from .lab.results import DEFAULT_PLOT, DEFAULT_STORE, DEFAULT_TABLE
     from .lab.rows import ROWS, SEEDS
 
-    parser = ArgumentParser(
-        prog="results.py",
-        description="Measure each model on real photos with several seeds and write docs/RESULTS.md. "
+    parser = _new_parser(
+        "results.py",
+        "Measure each model on real photos with several seeds and write docs/RESULTS.md. "
         "Runs already stored in docs/results.json with the same command line are kept, not re-run.",
-        exit_on_error=False,
-        allow_abbrev=False,  # --trainer.max_epoch is a typo, not --trainer.max_epochs
     )
     parser.add_argument(
         "--data_dir", type=str, required=True, help="folder with train/ and test/ (make results uses catdog-a)"
@@ -280,7 +277,7 @@ def results_main(argv: Sequence[str] | None = None) -> int:
 def _tool_parser(prog: str, description: str) -> ArgumentParser:
     from .runs import DEFAULT_LOGS_DIR
 
-    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False)
+    parser = _new_parser(prog, description)
     parser.add_argument(
         "--ckpt_path",
         type=str | None,
@@ -345,12 +342,10 @@ def export_main(argv: Sequence[str] | None = None) -> int:
 def benchmark_main(argv: Sequence[str] | None = None) -> int:
     from .lab.benchmark import run_benchmark_cli
 
-    parser = ArgumentParser(
-        prog="benchmark.py",
-        description="Time the lesson's pipeline, this project's, and the compute floor side by side, each in a "
+    parser = _new_parser(
+        "benchmark.py",
+        "Time the lesson's pipeline, this project's, and the compute floor side by side, each in a "
         "fresh process, and print medians and ratios.",
-        exit_on_error=False,
-        allow_abbrev=False,  # --trainer.max_epoch is a typo, not --trainer.max_epochs
     )
     parser.add_argument("--data_dir", type=str | None, default=None, help="folder with train/ (default: built-in data)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs timed for each pipeline (at least 2)")

@@ -140,3 +140,22 @@ def test_ctrl_c_before_training_is_one_line_and_130(capsys):
 
     assert run_cli(decoding, [], cli.build_parser()) == 130
     assert capsys.readouterr().err.strip() == "interrupted before training began; nothing was saved."
+
+
+def test_a_signal_during_the_last_validation_still_stops_with_its_exit_code(tiny_config):
+    import signal
+
+    import lightning as L
+
+    from catdog_lightning.errors import Interrupted
+
+    class TermDuringLastValidation(L.Callback):
+        def on_validation_start(self, trainer, pl_module):
+            if not trainer.sanity_checking and trainer.current_epoch == trainer.max_epochs - 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Interrupted) as info:
+        train(tiny_config, callbacks=[TermDuringLastValidation()])
+    assert info.value.exit_code == 143
+    last = Path(tiny_config["logs_dir"]) / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # the last epoch, complete
