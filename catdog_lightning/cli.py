@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from argparse import ArgumentError
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -119,6 +120,13 @@ def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None
     return given
 
 
+def _quiet_disk_errors_in_threads(args) -> None:
+    """TensorBoard writes its events from a thread of its own; on a full disk that thread fails too, while
+    the main thread reports it in one line: no second report, as a traceback, from the thread."""
+    if not isinstance(args.exc_value, OSError):
+        threading.__excepthook__(args)
+
+
 def run_cli(
     command: Callable[[dict], object],
     argv: Sequence[str] | None = None,
@@ -126,6 +134,7 @@ def run_cli(
     parse: Callable[[ArgumentParser | None, Sequence[str] | None], dict] | None = None,
 ) -> int:
     """Parse flags and run ``command``; a user's mistake becomes one line on stderr and exit code 2."""
+    threading.excepthook = _quiet_disk_errors_in_threads
     try:
         command(parse(parser, argv) if parse else parse_flags(argv, parser))
     except ArgumentError as exc:
@@ -351,3 +360,16 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=5, help="epochs timed for each pipeline (at least 2)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
     return _run_tool(run_benchmark_cli, parser, argv)
+
+
+def stress_main(argv: Sequence[str] | None = None) -> int:
+    from .lab.stress import run_stress
+
+    parser = _new_parser(
+        "stress.py",
+        "By hand, not in CI: kill -9 training runs at random moments and resume them, start two at once, resume "
+        "a live one, fill a tiny disk; print faults tried / survived / identical to an undisturbed run.",
+    )
+    parser.add_argument("--trials", type=int, default=6, help="kill -9 trials (1 to 3 kills each)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    return _run_tool(run_stress, parser, argv)

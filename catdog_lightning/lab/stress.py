@@ -1,0 +1,139 @@
+"""A stress run of the crash-safety claims, by hand (``python scripts/stress.py``), not in CI.
+
+Each trial runs ``scripts/train.py`` as a user would, on a small generated dataset, and does something
+unkind to it: ``kill -9`` at a random moment (some land inside checkpoint and config writes) and resumes
+until the run is done; two runs started at the same moment; a resume of a run that is still training;
+a log or cache folder on a tiny full tmpfs (where this machine lets us mount one). It prints faults tried,
+survived (the run ends with its results, or the refusal is one line with exit code 2) and identical (the
+resumed run's final weights equal those of the same run left alone).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ..data.synthetic import generate_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+EPOCHS = 6
+
+
+def _command(data: Path, logs: Path, *flags: str) -> list[str]:
+    return [
+        sys.executable, str(ROOT / "scripts" / "train.py"), "--data.data_dir", str(data), "--data.image_size", "16",
+        "--data.cache_dir", str(logs.parent / "cache"), "--model.hidden_dims", "[32, 16]",
+        "--data.augment", "true", "--model.dropout", "0.2", "--trainer.deterministic", "true",
+        "--trainer.accelerator", "cpu", "--trainer.max_epochs", str(EPOCHS), "--seed_everything", "5",
+        "--logs_dir", str(logs), *flags,
+    ]  # fmt: skip
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _one_line_refusal(done: subprocess.CompletedProcess) -> bool:
+    return done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
+
+
+def kill_and_resume(data: Path, work: Path, reference: dict, rng: random.Random, kills: int) -> tuple[bool, bool]:
+    logs = work / "logs"
+    flags = ("--run_name", "r")
+    for _ in range(kills):
+        resume = ("--ckpt_path", "last") if (logs / "r" / "checkpoints" / "last.ckpt").exists() else ()
+        proc = subprocess.Popen(
+            _command(data, logs, *flags, *resume), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(rng.uniform(2.0, 9.0))
+        proc.kill()
+        proc.wait()
+    resume = ("--ckpt_path", "last") if (logs / "r" / "checkpoints" / "last.ckpt").exists() else ()
+    done = subprocess.run(_command(data, logs, *flags, *resume), capture_output=True, text=True)
+    survived = done.returncode == 0 and "Results" in done.stdout
+    return survived, survived and _same(_weights(logs / "r"), reference)
+
+
+def concurrent_starts(data: Path, work: Path, reference: dict) -> tuple[bool, bool]:
+    logs = work / "logs"
+    procs = [subprocess.Popen(_command(data, logs), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(2)]  # fmt: skip
+    for proc in procs:
+        proc.wait()
+    runs = sorted(p.name for p in logs.iterdir() if (p / "metrics.json").is_file()) if logs.is_dir() else []
+    survived = all(p.returncode == 0 for p in procs) and runs == ["version_0", "version_1"]
+    return survived, survived and all(_same(_weights(logs / run), reference) for run in runs)
+
+
+def resume_of_a_live_run(data: Path, work: Path, reference: dict) -> tuple[bool, bool]:
+    logs = work / "logs"
+    # Long enough to be still training when the second process has started up.
+    long_run = [*_command(data, logs, "--run_name", "live"), "--trainer.max_epochs", str(EPOCHS * 40)]
+    first = subprocess.Popen(long_run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (logs / "live" / "checkpoints" / "last.ckpt").exists() and first.poll() is None:
+        time.sleep(0.2)
+    second = subprocess.run(
+        _command(data, logs, "--run_name", "live", "--ckpt_path", "last"), capture_output=True, text=True
+    )
+    first.wait()
+    survived = _one_line_refusal(second) and "in use by process" in second.stderr and first.returncode == 0
+    return survived, survived  # (a longer run than the reference: nothing to compare its weights with)
+
+
+def full_disk(data: Path, work: Path, reference: dict) -> tuple[bool, bool] | None:
+    mount = work / "tiny"
+    mount.mkdir(parents=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True).returncode:
+        return None  # not allowed here: skipped
+    try:
+        logs_full = subprocess.run(
+            [*_command(data, mount / "logs"), "--data.cache_dir", str(work / "cache")], capture_output=True, text=True
+        )
+        cache_full = subprocess.run(
+            [*_command(data, work / "logs"), "--data.cache_dir", str(mount / "cache")], capture_output=True, text=True
+        )
+        survived = _one_line_refusal(logs_full) and cache_full.returncode == 0
+        return survived, survived and _same(_weights(work / "logs" / "version_0"), reference)
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def run_stress(args: dict) -> None:
+    """scripts/stress.py: ``--trials`` kill -9 trials plus one of each other fault; prints the tally."""
+    rng = random.Random(args["seed"])
+    base = Path(tempfile.mkdtemp(prefix="catdog-stress-"))
+    data = generate_dataset(base / "data", n_train=300, n_test=60, seed=1)
+    reference_run = base / "reference"
+    subprocess.run(_command(data, reference_run / "logs", "--run_name", "r"), check=True, capture_output=True)
+    reference = _weights(reference_run / "logs" / "r")
+    tally = {"tried": 0, "survived": 0, "identical": 0}
+
+    def record(name: str, outcome: tuple[bool, bool] | None) -> None:
+        if outcome is None:
+            print(f"  {name}: skipped (not possible on this machine)", flush=True)
+            return
+        survived, identical = outcome
+        tally["tried"] += 1
+        tally["survived"] += survived
+        tally["identical"] += identical
+        print(f"  {name}: {'survived' if survived else 'FAILED'}{', identical' if identical else ''}", flush=True)
+
+    for trial in range(args["trials"]):
+        work = base / f"kill-{trial}"
+        record(f"kill -9 x{1 + trial % 3}, then resume", kill_and_resume(data, work, reference, rng, 1 + trial % 3))
+    record("two runs started together", concurrent_starts(data, base / "concurrent", reference))
+    record("resume of a live run", resume_of_a_live_run(data, base / "live", reference))
+    record("full disk (tmpfs)", full_disk(data, base / "disk", reference))
+    print(f"faults tried {tally['tried']} / survived {tally['survived']} / identical {tally['identical']}")
+    shutil.rmtree(base, ignore_errors=True)
