@@ -16,10 +16,44 @@ class EpochSeeder(L.Callback):
 
     Dropout and augmentation then depend on the epoch number, not on how many epochs this process
     has run, so a run resumed at an epoch boundary draws exactly what the uninterrupted run drew.
+
+    A run resumed from a mid-epoch checkpoint (``--checkpoint_every_n_steps``, Ctrl-C) continues that epoch
+    exactly too: the checkpoint holds the random generators' states as they were when it was written, which
+    are put back instead of the epoch's seed, and the epoch's sampler skips the batches already trained on.
     """
 
     def __init__(self, seed: int):
         self.seed = seed
+        self._saved: dict | None = None
+
+    def state_dict(self) -> dict:
+        # Plain values and tensors only, so checkpoints still load with weights_only=True.
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, internal, gauss_next = random.getstate()
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+            "random": [version, list(internal), gauss_next],
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._saved = state_dict
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning does not call on_train_epoch_start for the epoch a mid-epoch checkpoint resumes: continue
+        # it here, from the restored position (batches done) and random state.
+        loop = trainer.fit_loop.epoch_loop
+        done = loop.batch_progress.current.ready  # restored: batches of this epoch trained before the checkpoint
+        saved, self._saved = self._saved, None
+        if not (loop.restarting and saved is not None and 0 < done < trainer.num_training_batches):
+            return
+        sampler = getattr(trainer.train_dataloader, "sampler", None)
+        if hasattr(sampler, "skip_batches"):
+            sampler.skip_batches(trainer.current_epoch, done)
+        torch.set_rng_state(saved["torch"])
+        kind, keys, pos, has_gauss, gauss = saved["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate((saved["random"][0], tuple(saved["random"][1]), saved["random"][2]))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seed = (self.seed * 1_000_003 + trainer.current_epoch * 1_009 + trainer.global_rank) % 2**32

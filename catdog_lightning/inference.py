@@ -97,6 +97,7 @@ def load_model(ckpt_path: str | os.PathLike) -> CatDogClassifier:
     saved = read_checkpoint(ckpt_path)
     try:
         model = CatDogClassifier(**saved["hyper_parameters"])
+        model.on_load_checkpoint(saved)  # what older checkpoints lack, as load_from_checkpoint fills it in
         model.load_state_dict(saved["state_dict"])
     except (TypeError, RuntimeError, ValueError, MemoryError, OverflowError) as exc:
         reason = " ".join(str(exc).split())[:160] or type(exc).__name__

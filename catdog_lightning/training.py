@@ -173,6 +173,8 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
     # The test after fit meets the fine-tuning callback the model supplies (configure_callbacks) a second time.
     warnings.filterwarnings("ignore", ".*configure_callbacks` will override existing callbacks.*")
+    # Mid-epoch resumes are exact without a stateful DataLoader: EpochSeeder and the sampler continue the epoch.
+    warnings.filterwarnings("ignore", ".*ended before the epoch ended and your dataloader is not resumable.*")
     # A frozen pretrained backbone is kept in eval mode on purpose (CatDogClassifier.train).
     warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode at the start of training.*")
     # Raised inside Lightning 2.6 itself on torch >= 2.10; nothing a user can act on.

@@ -181,3 +181,22 @@ def test_two_identical_deterministic_runs_are_identical(deterministic_config, tm
         fit_weights(merge(deterministic_config, {"logs_dir": str(tmp_path / "a")})),
         fit_weights(merge(deterministic_config, {"logs_dir": str(tmp_path / "b")})),
     )
+
+
+def test_a_run_stopped_mid_epoch_resumes_to_identical_weights_and_metrics(deterministic_config, tmp_path):
+    """Ctrl-C in the middle of epoch 1 (last.ckpt written after its 3rd step), then --ckpt_path last."""
+    import lightning as L
+
+    from catdog_lightning.errors import Interrupted
+
+    class CtrlC(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch == 1 and batch_idx == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    straight = fit_weights(merge(deterministic_config, {"logs_dir": str(tmp_path / "a")}))
+    with pytest.raises(Interrupted):
+        train(merge(deterministic_config, {"logs_dir": str(tmp_path / "b")}), callbacks=[CtrlC()])
+    assert read_checkpoint(tmp_path / "b" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 5 + 3
+    resumed = fit_weights({"ckpt_path": "last", "logs_dir": str(tmp_path / "b")})
+    assert_same(straight, resumed)

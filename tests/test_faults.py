@@ -31,7 +31,7 @@ def trained_ckpt(tiny_dataset, tmp_path_factory):
 def crafted(ckpt: Path, tmp_path: Path, kind: str) -> Path:
     saved = torch.load(ckpt, weights_only=True)
     if kind == "state_dict_mismatch":
-        saved["state_dict"].pop(next(iter(saved["state_dict"])))
+        saved["state_dict"].pop(next(k for k in saved["state_dict"] if k.startswith("net.")))
     elif kind == "unknown_hparam":
         saved["hyper_parameters"]["no_such_setting"] = 1
     elif kind == "bad_value":

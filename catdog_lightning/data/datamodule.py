@@ -238,7 +238,8 @@ class CatDogDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         seed = self.sampling_seed
-        sampler = EpochShardSampler(len(dataset), shuffle=train, seed=seed, rank=rank, world=world, even=train)
+        batch = self.hparams.batch_size
+        sampler = EpochShardSampler(len(dataset), train, seed, rank=rank, world=world, even=train, batch_size=batch)
         workers = self.hparams.num_workers
         # Its own generator: creating an iterator would otherwise draw from the global RNG, and when
         # that happens relative to the epoch's reseed differs between a resumed and an unbroken run.

@@ -19,14 +19,28 @@ class EpochShardSampler(Sampler[int]):
       counts some images twice and changes the metrics.
     """
 
-    def __init__(self, n: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1, even: bool = False):
+    def __init__(
+        self,
+        n: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        even: bool = False,
+        batch_size: int = 1,
+    ):
         super().__init__()
         self.n, self.shuffle, self.seed, self.rank, self.world, self.even = n, shuffle, seed, rank, world, even
-        self.epoch = 0
+        self.epoch, self.batch_size = 0, batch_size
+        self._skip: tuple[int | None, int] = (None, 0)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every epoch."""
         self.epoch = epoch
+
+    def skip_batches(self, epoch: int, batches: int) -> None:
+        """Leave out the first ``batches`` batches of ``epoch`` (a run resumed mid-epoch trained on them)."""
+        self._skip = (epoch, batches * self.batch_size)
 
     def _order(self) -> list[int]:
         if not self.shuffle:
@@ -38,7 +52,12 @@ class EpochShardSampler(Sampler[int]):
         order = self._order()
         if self.even:
             order = order[: len(order) - len(order) % self.world]
-        return iter(order[self.rank :: self.world])
+        mine = order[self.rank :: self.world]
+        skip_epoch, skip = self._skip
+        if skip_epoch == self.epoch:  # once: the next epochs run whole
+            self._skip = (None, 0)
+            mine = mine[skip:]
+        return iter(mine)
 
     def __len__(self) -> int:
         usable = self.n - self.n % self.world if self.even else self.n

@@ -120,6 +120,8 @@ class CatDogClassifier(L.LightningModule):
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.train_acc = BinaryAccuracy()
         self.train_loss = MeanMetric()
+        for metric in (self.train_acc, self.train_loss):  # in checkpoints: a mid-epoch resume goes on counting
+            metric.persistent(True)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_metrics, self.test_metrics = _stage_metrics("val"), _stage_metrics("test")
         self.val_acc_best = MaxMetric()
@@ -150,6 +152,10 @@ class CatDogClassifier(L.LightningModule):
         state = checkpoint["state_dict"]
         for name, value in Standardize().state_dict().items():
             state.setdefault(f"standardize.{name}", value)
+        # ...nor the epoch's running train metrics (kept since mid-epoch resumes became exact): start them empty.
+        for name, value in self.state_dict().items():
+            if name.startswith(("train_acc.", "train_loss.")):
+                state.setdefault(name, value)
 
     @property
     def backbone(self) -> nn.Module | None:
