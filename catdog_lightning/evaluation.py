@@ -189,7 +189,8 @@ def stage_command(stage: str, flags: dict) -> None:
     validate and test print the LightningModule's metrics; predict prints P(cat) for each test image.
     """
     from .runs import DEFAULT_LOGS_DIR, RunDirectory, latest_run
-    from .training import TRAINER_DEFAULTS, quiet_known_warnings
+    from .trainer_setup import quiet_known_warnings
+    from .training import TRAINER_DEFAULTS
 
     quiet_known_warnings()
     ckpt = flags.get("ckpt_path")

@@ -3,150 +3,38 @@
 It joins data and models (the data's statistics and a probe's backbone features), builds the Trainer
 with its checkpoints and TensorBoard logger in the run directory that :mod:`.resume` chose, fits, tests
 the best (or last) checkpoint and writes ``metrics.json``. ``scripts/train.py`` only parses flags and calls
-it; tests call it directly. (Just over 250 lines: the Trainer's construction and the results table are kept
-beside the one function that uses them.)
+it; tests call it directly. (Just over 250 lines: the start, the fit and the test of a run, and what each
+fault during them becomes, read best in one place; the Trainer itself is built in :mod:`.trainer_setup`.)
 """
 
 from __future__ import annotations
 
 import errno
-import importlib
 import json
 import os
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import yaml
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, ProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from .allocator import keep_freed_memory, release_freed_memory
 from .atomic import atomic_write_text, remove_stale_temporaries
 from .callbacks import Diverged, EpochSeeder, FiniteLoss, SafeStops, TrainingInterrupted
-from .checkpoints import AtomicCheckpointIO, read_checkpoint
+from .checkpoints import read_checkpoint
 from .data import CatDogDataModule
 from .errors import ConfigError, Interrupted
 from .models import CatDogClassifier
-from .progress import progress_bar
 from .resume import RUN_NAME_ENV, is_main_process, resolve_run
 from .runs import DEFAULT_LOGS_DIR, RunDirectory, claim
-from .visuals import TensorBoardVisuals
+from .trainer_setup import build_trainer, quiet_known_warnings, write_hparams_summary
 
 DEFAULT_SEED = 42
 # Our defaults where they differ from Lightning's (its max_epochs is 1000).
 TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 20, "accelerator": "auto", "devices": "auto"}
-# The columns users sort runs by in TensorBoard's HPARAMS tab (the best validation accuracy, not the last).
-HPARAM_METRICS = ("val/acc_best", "test/acc", "test/auroc", "val/acc", "val/loss")
-
-
-def hparams_table(config: dict) -> dict[str, int | float | str | bool]:
-    """Every resolved setting as one flat row of HPARAMS: data, model, trainer and the top-level ones."""
-    flat: dict[str, int | float | str | bool] = {}
-    for key, value in config.items():
-        items = value.items() if isinstance(value, dict) else [(None, value)]
-        for sub, item in items:
-            name = f"{key}.{sub}" if sub is not None else key
-            flat[name] = item if isinstance(item, (int, float, str, bool)) else str(item)
-    return flat
-
-
-def _write_hparams_summary(logger: TensorBoardLogger, config: dict) -> None:
-    """Tell TensorBoard's HPARAMS tab every setting and which scalars to show beside it (not hp_metric = -1)."""
-    writer = logger.experiment._get_file_writer()
-    for summary in hparams_summary(hparams_table(config), {name: 0.0 for name in HPARAM_METRICS}):
-        writer.add_summary(summary)
-
-
-def instantiate(specs, flag: str) -> list:
-    """Objects from LightningCLI-style ``{"class_path": ..., "init_args": {...}}`` specs (one, or a list).
-
-    A bare class name is looked up among Lightning's callbacks and loggers; anything else needs its full
-    import path (``mypackage.MyCallback``).
-    """
-    if specs is None or specs is False or specs is True:  # True/False: Lightning's own switch, ours stays on
-        return []
-    out = []
-    for spec in specs if isinstance(specs, list) else [specs]:
-        if not isinstance(spec, dict) or "class_path" not in spec:
-            raise ConfigError(f"{flag}: give class_path (and init_args), e.g. {{class_path: CSVLogger, ...}}.")
-        path = str(spec["class_path"])
-        module_name, _, name = path.rpartition(".")
-        modules = [module_name] if module_name else ["lightning.pytorch.callbacks", "lightning.pytorch.loggers"]
-        found = None
-        for module in modules:
-            try:
-                found = getattr(importlib.import_module(module), name, None)
-            except ImportError:
-                found = None
-            if found is not None:
-                break
-        if found is None:
-            raise ConfigError(f"{flag}: cannot import {path}; give the full import path, e.g. mypackage.MyCallback.")
-        try:
-            out.append(found(**(spec.get("init_args") or {})))
-        except (TypeError, ValueError, ImportError) as exc:  # bad init_args, or a package it needs is missing
-            raise ConfigError(f"{flag} {path}: {' '.join(str(exc).split())[:200]}") from None
-    return out
-
-
-def _build_trainer(
-    run: RunDirectory,
-    trainer_cfg: dict,
-    callbacks: list[L.Callback],
-    log_images: bool = True,
-    early_stopping_patience: int = 0,
-    lr_monitor: bool = False,
-) -> tuple[L.Trainer, ModelCheckpoint]:
-    # TensorBoard always, first (trainer.logger: the pictures and HPARAMS go there); --trainer.logger adds more.
-    logger = TensorBoardLogger(save_dir=str(run.logs_dir), name="", version=run.name, default_hp_metric=False)
-    extra_loggers = instantiate(trainer_cfg.pop("logger", None), "--trainer.logger")
-    extra_callbacks = instantiate(trainer_cfg.pop("callbacks", None), "--trainer.callbacks")
-    if trainer_cfg.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in extra_callbacks):
-        extra_callbacks.append(progress_bar())
-    best = ModelCheckpoint(
-        dirpath=run.checkpoints,
-        filename="best",
-        monitor="val/acc",
-        mode="max",
-        save_top_k=1,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    # A second, unmonitored checkpoint rewritten after every epoch: save_last on the monitored one
-    # only writes when a new best is saved, which leaves a stale last.ckpt.
-    last = ModelCheckpoint(
-        dirpath=run.checkpoints, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
-    )
-    plugins = trainer_cfg.pop("plugins", None) or []
-    trainer = L.Trainer(
-        **trainer_cfg,
-        logger=[logger, *extra_loggers] if extra_loggers else logger,
-        callbacks=[
-            best,
-            last,
-            *([TensorBoardVisuals()] if log_images else []),
-            *(
-                [EarlyStopping("val/acc", mode="max", patience=early_stopping_patience)]
-                if early_stopping_patience
-                else []
-            ),
-            # The learning rate of every parameter group, when a schedule (or fine-tuning) changes it.
-            *([LearningRateMonitor()] if lr_monitor else []),
-            *callbacks,
-            *extra_callbacks,
-        ],
-        plugins=[*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()],
-        # The DataModule shards each process's images itself, without DistributedSampler's padding.
-        use_distributed_sampler=False,
-        default_root_dir=str(run.logs_dir),
-    )
-    return trainer, best
 
 
 def _results_table(metrics: dict) -> str:
@@ -161,24 +49,6 @@ def _results_table(metrics: dict) -> str:
         ("watch", f"tensorboard --logdir {Path(metrics['run_dir']).parent}"),
     ]
     return "\n".join(["", "Results (test metrics of the tested checkpoint)"] + [f"  {k:<11} {v}" for k, v in rows])
-
-
-def quiet_known_warnings() -> None:
-    # Batches come from an in-memory tensor: DataLoader workers would only add start-up time.
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
-    # Under DDP our epoch values come from torchmetrics, which already synchronised them across processes.
-    warnings.filterwarnings("ignore", ".*It is recommended to use `self.log\\(.*sync_dist=True.*")
-    # Resuming writes into the run's own checkpoints/ folder on purpose.
-    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
-    # The test after fit meets the fine-tuning callback the model supplies (configure_callbacks) a second time.
-    warnings.filterwarnings("ignore", ".*configure_callbacks` will override existing callbacks.*")
-    # Mid-epoch resumes are exact without a stateful DataLoader: EpochSeeder and the sampler continue the epoch.
-    warnings.filterwarnings("ignore", ".*ended before the epoch ended and your dataloader is not resumable.*")
-    # A frozen pretrained backbone is kept in eval mode on purpose (CatDogClassifier.train).
-    warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode at the start of training.*")
-    # Raised inside Lightning 2.6 itself on torch >= 2.10; nothing a user can act on.
-    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
 def _count_flag(config: dict, name: str) -> int:
@@ -297,7 +167,7 @@ def _fit_and_test(
     seed, test_checkpoint = settings["seed_everything"], settings["test_checkpoint"]
     safe_stops = SafeStops(run.last_ckpt, settings["checkpoint_every_n_steps"])
     try:
-        trainer, best = _build_trainer(
+        trainer, best = build_trainer(
             run,
             dict(settings["trainer"]),
             [EpochSeeder(seed), safe_stops, FiniteLoss(), *(callbacks or [])],
@@ -321,7 +191,7 @@ def _fit_and_test(
         remove_stale_temporaries(run.checkpoints)  # from a run killed while writing a checkpoint
         if not trainer.fast_dev_run:  # a debugging run records nothing
             atomic_write_text(run.config_file, yaml.safe_dump(resolved, sort_keys=False))
-            _write_hparams_summary(trainer.logger, resolved)
+            write_hparams_summary(trainer.logger, resolved)
         if ckpt is not None:
             print(f"Resuming {run.path} from {ckpt}")
             done = int(read_checkpoint(ckpt)["epoch"]) + 1
