@@ -6,7 +6,7 @@ their docstrings are the help text. Only the flags actually given are passed on 
 a resumed run keeps its saved settings unless a flag overrides them.
 
 The parsers of every script live here, and nothing else does: each command's body is with its subject
-(training, inference, evaluation, export, the lab). Over 250 lines because that is eight parsers.
+(training, inference, evaluation, export, the lab). Over 250 lines because that is nine parsers.
 """
 
 from __future__ import annotations

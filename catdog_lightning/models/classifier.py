@@ -1,6 +1,6 @@
 """``CatDogClassifier``: the LightningModule that trains a plain network with BCE and reports metrics.
 
-Just over 250 lines because Lightning's hooks live on this one class (steps, epoch ends, optimisers,
+Over 250 lines because Lightning's hooks live on this one class (steps, epoch ends, optimisers,
 callbacks, checkpoint loading) and its docstring is the ``--model.*`` help; the networks, backbones,
 fine-tuning callback and test-time views are in their own modules.
 """
