@@ -269,3 +269,15 @@ def test_refused_settings():
         CatDogClassifier(image_size=32, unfreeze_at_epoch=-1, **LITE0)
     with pytest.raises(ConfigError, match="backbone_lr_ratio"):
         CatDogClassifier(image_size=32, backbone_lr_ratio=0, **LITE0)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "mobilenet_v3_large", "efficientnet_b0"])
+def test_torchvision_backbones_build_with_random_weights_and_give_one_logit(arch):
+    torch.manual_seed(0)
+    model = CatDogClassifier(image_size=32, arch=arch, weights="none").eval()
+    model.load_pretrained_weights()  # "none": nothing to load, nothing downloaded
+    with torch.no_grad():
+        logits = model(torch.rand(2, 3, 32, 32))
+    assert logits.shape == (2,) and torch.isfinite(logits).all()
+    assert not any(p.requires_grad for p in model.backbone.parameters())  # a probe by default
+    assert model.net.head[1].in_features == {"resnet18": 512, "resnet50": 2048}.get(arch, model.net.head[1].in_features)
