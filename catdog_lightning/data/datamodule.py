@@ -96,7 +96,6 @@ class CatDogDataModule(L.LightningDataModule):
         self._loaded: dict[Path, tuple[ScanResult, DecodedImages]] = {}
         self.sampling_seed = split_seed  # the training seed, which train() hands over: shuffling and augmentation
         self.test_skipped: list[tuple[str, str]] = []  # (path, reason) of the test folder's unused files
-        self._keys: dict[int, str] = {}  # id(decoded source tensor) -> its content key, for feature caches
         self._features: dict[str, FeatureDataset] = {}
 
     @property
@@ -151,7 +150,7 @@ class CatDogDataModule(L.LightningDataModule):
         """Only a test split: every labelled image of ``folder`` (to score a model on other photos)."""
         scan, decoded = self._load(Path(folder))
         self._decode(Path(folder))
-        self.test_set = DecodedImageDataset(decoded.images, decoded.labels, paths=decoded.paths)
+        self.test_set = DecodedImageDataset.of(decoded)
         self.test_skipped = skipped_files(scan, decoded)
         self.summary = f"Data: test {len(self.test_set)} ({_class_counts(decoded.labels)}) from {folder}"
 
@@ -171,17 +170,15 @@ class CatDogDataModule(L.LightningDataModule):
                 f"{folders[0]} has too few images ({len(train.labels)}) to split into train/val"
                 f"{'' if len(folders) > 1 else '/test'}; add images or raise --data.val_fraction."
             )
-        self._keys = {id(train.images): train.key}
-        self.train_set = DecodedImageDataset(train.images, train.labels, parts[0], train.paths)
-        self.val_set = DecodedImageDataset(train.images, train.labels, parts[1], train.paths) if len(parts[1]) else None
+        self.train_set = DecodedImageDataset.of(train, parts[0])
+        self.val_set = DecodedImageDataset.of(train, parts[1]) if len(parts[1]) else None
         if len(folders) > 1:
             test = self._decode(folders[1])
-            self._keys[id(test.images)] = test.key
-            self.test_set = DecodedImageDataset(test.images, test.labels, paths=test.paths)
+            self.test_set = DecodedImageDataset.of(test)
             self.test_skipped = skipped_files(*self._load(folders[1]))
             test_note = f"test {len(self.test_set)} ({_class_counts(test.labels)}) from {folders[1]}"
         else:
-            self.test_set = DecodedImageDataset(train.images, train.labels, parts[2], train.paths)
+            self.test_set = DecodedImageDataset.of(train, parts[2])
             self.test_is_carved = True
             test_note = (
                 f"test {len(self.test_set)} carved from train/ (no {self.root / 'test'} folder; "
@@ -203,14 +200,13 @@ class CatDogDataModule(L.LightningDataModule):
         if self.train_set is None:
             raise RuntimeError("CatDogDataModule.setup() must run before use_features()")
         splits = {"train": self.train_set, "val": self.val_set, "test": self.test_set}
-        sources = {id(s.source): s.source for s in splits.values() if s is not None}
-        computed = {}
-        cached = 0
-        for ident, images in sources.items():
-            features, hit = load_or_extract(images, extract, f"{self._keys.get(ident)}|{key}", self._cache_dir)
-            computed[ident], cached = features, cached + hit
+        sources = {s.source_key: s.source for s in splits.values() if s is not None}  # folders, each once
+        computed, cached = {}, 0
+        for source_key, images in sources.items():
+            computed[source_key], hit = load_or_extract(images, extract, f"{source_key}|{key}", self._cache_dir)
+            cached += hit
         self._features = {
-            name: FeatureDataset(computed[id(split.source)][split.index], split.labels)
+            name: FeatureDataset(computed[split.source_key][split.index], split.labels)
             for name, split in splits.items()
             if split is not None
         }

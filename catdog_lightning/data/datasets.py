@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .cache import DecodedImages
+
 
 class DecodedImageDataset(Dataset):
     """Some rows of a decoded ``uint8`` image tensor (memory-mapped from the cache, or in memory).
@@ -20,11 +22,17 @@ class DecodedImageDataset(Dataset):
         labels: torch.Tensor,
         indices: np.ndarray | None = None,
         paths: list[str] | None = None,
+        source_key: str = "",
     ):
-        self.source = images
+        self.source, self.source_key = images, source_key  # the key names the pixels, for caches derived from them
         self.index = torch.arange(len(labels)) if indices is None else torch.as_tensor(indices, dtype=torch.long)
         self.labels = labels[self.index]
         self.paths = [paths[i] for i in self.index.tolist()] if paths is not None else None
+
+    @classmethod
+    def of(cls, decoded: DecodedImages, indices: np.ndarray | None = None) -> DecodedImageDataset:
+        """The rows ``indices`` (default: all) of a decoded folder."""
+        return cls(decoded.images, decoded.labels, indices, decoded.paths, decoded.key)
 
     def __len__(self) -> int:
         return len(self.labels)
