@@ -88,13 +88,14 @@ class Classifier:
         ]
 
 
-def load_model(ckpt_path: str | os.PathLike) -> CatDogClassifier:
+def load_model(ckpt_path: str | os.PathLike, saved: dict | None = None) -> CatDogClassifier:
     """The LightningModule in ``ckpt_path``, loaded safely.
 
     Loading never runs code from the file (``weights_only=True``); a corrupt file, a pickle needing
-    more than weights, or a checkpoint of another architecture raises :class:`ConfigError`.
+    more than weights, or a checkpoint of another architecture raises :class:`ConfigError`. ``saved``: the
+    checkpoint already read with :func:`read_checkpoint`, not to read it twice.
     """
-    saved = read_checkpoint(ckpt_path)
+    saved = saved if saved is not None else read_checkpoint(ckpt_path)
     try:
         model = CatDogClassifier(**saved["hyper_parameters"])
         model.on_load_checkpoint(saved)  # what older checkpoints lack, as load_from_checkpoint fills it in

@@ -60,7 +60,7 @@ def _resolve_resume(config: dict, logs_dir: Path) -> tuple[Path, RunDirectory, d
         ckpt = Path(ckpt_arg)
         run = RunDirectory.owning(ckpt) or (RunDirectory(logs_dir, run_name) if run_name else None)
     saved = read_checkpoint(ckpt)
-    load_model(ckpt)  # refuses, in one line, a checkpoint that does not build this model (before Lightning tries)
+    load_model(ckpt, saved)  # refuses, in one line, a checkpoint that does not build this model (before Lightning)
     if run is not None and run.config_file.is_file():
         base = read_saved_config(run)
     else:  # a checkpoint from elsewhere: its own hyperparameters say what it is
