@@ -43,10 +43,26 @@ def evaluation_folder(data_dir: str | os.PathLike) -> Path:
     return data_dir / "test" if (data_dir / "test").is_dir() else data_dir
 
 
-def evaluation_data(ckpt_path: str | os.PathLike, data_dir: str | None = None) -> CatDogDataModule:
+def checkpoint_data(saved: dict, data: dict | None = None) -> CatDogDataModule:
+    """A DataModule with a (read) checkpoint's own data settings, updated by ``data``."""
+    return CatDogDataModule(**{**saved.get("datamodule_hyper_parameters", {}), **(data or {})})
+
+
+def _evaluator(trainer: dict, **options) -> L.Trainer:
+    """A Trainer that only evaluates: no logger, no checkpoints, every image once (no distributed sampler)."""
+    return L.Trainer(**trainer, logger=False, enable_checkpointing=False, use_distributed_sampler=False, **options)
+
+
+def predicted_probabilities(
+    ckpt_path: str | os.PathLike, saved: dict, datamodule: CatDogDataModule, evaluator: L.Trainer
+):
+    """P(cat) of every image of the DataModule's test split, in order, from Lightning's ``trainer.predict``."""
+    return torch.cat(evaluator.predict(load_model(ckpt_path, saved), datamodule=datamodule)).cpu().float()
+
+
+def evaluation_data(saved: dict, data_dir: str | None = None) -> CatDogDataModule:
     """The checkpoint's data settings, set up for scoring: its own test split, or ``data_dir``'s photos."""
-    settings = dict(read_checkpoint(ckpt_path).get("datamodule_hyper_parameters", {}))
-    datamodule = CatDogDataModule(**{**settings, "augment": False})
+    datamodule = checkpoint_data(saved, {"augment": False})
     if data_dir is None:
         datamodule.prepare_data()
         datamodule.setup("test")
@@ -68,19 +84,13 @@ def evaluate(
 ) -> tuple[dict, CatDogDataModule]:
     """Accuracy, precision, recall, F1, AUROC, confusion matrix and misclassified files (worst first), and
     the data they were measured on."""
-    datamodule = evaluation_data(ckpt_path, data_dir)
+    saved = read_checkpoint(ckpt_path)
+    datamodule = evaluation_data(saved, data_dir)
     test = datamodule.test_set
     if test is None or len(test) == 0:
         raise DataError(f"no labelled test images in {_where(datamodule, data_dir)}.")
-    evaluator = L.Trainer(
-        **(trainer or CPU_EVALUATOR),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=len(test) >= 256,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-    )
-    probs = torch.cat(evaluator.predict(load_model(ckpt_path), datamodule=datamodule)).cpu().float()
+    evaluator = _evaluator(trainer or CPU_EVALUATOR, enable_progress_bar=len(test) >= 256, enable_model_summary=False)
+    probs = predicted_probabilities(ckpt_path, saved, datamodule, evaluator)
     labels = test.labels
     tn, fp, fn, tp = binary_confusion_matrix(probs, labels).flatten().tolist()
     wrong = [
@@ -117,15 +127,10 @@ def evaluate_checkpoint(
     from .training import TRAINER_DEFAULTS
 
     saved = read_checkpoint(ckpt_path)
-    datamodule = CatDogDataModule(**{**saved.get("datamodule_hyper_parameters", {}), **(data or {})})
-    evaluator = L.Trainer(
-        **{**TRAINER_DEFAULTS, **(trainer or {})},
-        logger=False,
-        enable_checkpointing=False,
-        use_distributed_sampler=False,
-    )
+    evaluator = _evaluator({**TRAINER_DEFAULTS, **(trainer or {})})
     run = evaluator.test if stage == "test" else evaluator.validate
-    return {k: float(v) for k, v in run(load_model(ckpt_path), datamodule=datamodule, verbose=False)[0].items()}
+    metrics = run(load_model(ckpt_path, saved), datamodule=checkpoint_data(saved, data), verbose=False)[0]
+    return {k: float(v) for k, v in metrics.items()}
 
 
 def save_errors_grid(report: dict, datamodule: CatDogDataModule, path: str | os.PathLike, count: int = 24) -> int:
@@ -188,7 +193,7 @@ def stage_command(stage: str, flags: dict) -> None:
     The checkpoint's own data settings, updated by the ``--data.*`` flags given; ``--trainer.*`` as for fit.
     validate and test print the LightningModule's metrics; predict prints P(cat) for each test image.
     """
-    from .runs import DEFAULT_LOGS_DIR, RunDirectory, latest_run
+    from .runs import DEFAULT_LOGS_DIR, find_checkpoint
     from .trainer_setup import quiet_known_warnings
     from .training import TRAINER_DEFAULTS
 
@@ -198,9 +203,8 @@ def stage_command(stage: str, flags: dict) -> None:
         raise ConfigError(f"{stage} needs --ckpt_path: a checkpoint file, last or best (of the latest run).")
     if ckpt in ("last", "best"):
         logs_dir = Path(flags.get("logs_dir") or DEFAULT_LOGS_DIR)
-        run = RunDirectory(logs_dir, flags["run_name"]) if flags.get("run_name") else latest_run(logs_dir)
-        found = None if run is None else (run.last_ckpt if ckpt == "last" else run.best_ckpt)
-        if found is None or not found.is_file():
+        found = find_checkpoint(logs_dir, ckpt, flags.get("run_name"))
+        if found is None:
             raise ConfigError(f"--ckpt_path {ckpt}: no {ckpt}.ckpt under {logs_dir}; train a run first.")
         ckpt = str(found)
     trainer = {**TRAINER_DEFAULTS, "enable_progress_bar": False, **(flags.get("trainer") or {})}
@@ -210,10 +214,8 @@ def stage_command(stage: str, flags: dict) -> None:
         for key, value in sorted(metrics.items()):
             print(f"  {key:<12} {value:.4f}")
         return
-    datamodule = CatDogDataModule(
-        **{**read_checkpoint(ckpt).get("datamodule_hyper_parameters", {}), **(flags.get("data") or {})}
-    )
-    predictor = L.Trainer(**trainer, logger=False, enable_checkpointing=False, use_distributed_sampler=False)
-    probs = torch.cat(predictor.predict(load_model(ckpt), datamodule=datamodule)).tolist()
+    saved = read_checkpoint(ckpt)
+    datamodule = checkpoint_data(saved, flags.get("data"))
+    probs = predicted_probabilities(ckpt, saved, datamodule, _evaluator(trainer)).tolist()
     for path, p in zip(datamodule.test_set.paths, probs, strict=True):
         print(f"{path}\t{p:.4f}\t{'cat' if p > 0.5 else 'dog'}")

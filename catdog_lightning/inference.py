@@ -20,7 +20,7 @@ from .data.decode import decode_many
 from .data.features import CHUNK as FEATURE_CHUNK
 from .errors import ConfigError, DataError
 from .models import CatDogClassifier
-from .runs import DEFAULT_LOGS_DIR, latest_run
+from .runs import DEFAULT_LOGS_DIR, find_checkpoint
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,13 @@ class Prediction:
 
 def default_checkpoint(logs_dir: str | os.PathLike = DEFAULT_LOGS_DIR) -> Path:
     """``best.ckpt`` of the most recent run under ``logs_dir``."""
-    run = latest_run(Path(logs_dir))
-    if run is None or not run.best_ckpt.is_file():
+    ckpt = find_checkpoint(logs_dir, "best")
+    if ckpt is None:
         raise ConfigError(
             f"no trained run under {logs_dir}/ to take best.ckpt from; train one first "
             "(make train) or pass --ckpt_path."
         )
-    return run.best_ckpt
+    return ckpt
 
 
 def checkpoint_or_latest(ckpt_path: str | None, logs_dir: str | os.PathLike = DEFAULT_LOGS_DIR) -> str:

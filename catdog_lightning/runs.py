@@ -78,6 +78,13 @@ def latest_run(logs_dir: Path) -> RunDirectory | None:
     return RunDirectory(logs_dir, newest.parent.parent.name)
 
 
+def find_checkpoint(logs_dir: str | Path, which: str = "best", run_name: str | None = None) -> Path | None:
+    """``best.ckpt`` or ``last.ckpt`` of run ``run_name`` (default: the latest run), if it exists."""
+    run = RunDirectory(Path(logs_dir), run_name) if run_name else latest_run(Path(logs_dir))
+    path = None if run is None else (run.last_ckpt if which == "last" else run.best_ckpt)
+    return path if path is not None and path.is_file() else None
+
+
 def check_run_name(name: str) -> str:
     """``--run_name`` is one plain folder name under ``--logs_dir``: never a path that leads elsewhere."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name:

@@ -71,11 +71,9 @@ def _join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, 
         )
     if ckpt is not None:  # resuming: fit restores weights and statistics from the checkpoint
         if model.is_probe:  # ...but the probe's features are computed before fit, from the same weights
-            try:
-                model.load_state_dict(read_checkpoint(ckpt)["state_dict"])
-            except RuntimeError as exc:
-                reason = " ".join(str(exc).split())[:120]
-                raise ConfigError(f"--ckpt_path {ckpt}: its weights do not fit this model ({reason}).") from None
+            saved = read_checkpoint(ckpt)  # (resume.resolve_run checked it builds this model)
+            model.on_load_checkpoint(saved)
+            model.load_state_dict(saved["state_dict"])
     else:
         # --data.normalize: the training split's statistics become part of the model (and its checkpoints).
         if datamodule.hparams.normalize:
