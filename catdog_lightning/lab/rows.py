@@ -128,6 +128,15 @@ ROWS = (
         "(itself, its centre at 0.9 zoom, and both mirrored)",
     ),
     Row(
+        "cnn_fast",
+        "Small CNN, fast recipe (`configs/cnn-fast.yaml`)",
+        "train.py",
+        ("--config", "configs/cnn-fast.yaml"),
+        "--seed_everything",
+        notes="the small CNN row's recipe with bf16 mixed precision (`--trainer.precision bf16-mixed`): the same "
+        "network, data, optimiser and 60 epochs",
+    ),
+    Row(
         "probe",
         "Pretrained EfficientNet-Lite0, linear probe (`configs/probe.yaml`)",
         "train.py",
