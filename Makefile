@@ -7,7 +7,7 @@ ARGS ?=
 # The real photos the benchmark and the results table are measured on (outside the project, never copied in).
 CATDOG_A ?= ../shared/data/catdog-a
 
-.PHONY: venv train test test-slow test-all benchmark results lint tensorboard clean
+.PHONY: venv train test test-slow test-all benchmark growth results lint tensorboard clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,9 @@ test-all: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python scripts/benchmark.py --data_dir $(CATDOG_A) $(ARGS)
+
+growth: $(STAMP)
+	$(BIN)/python scripts/growth.py --data_dir $(CATDOG_A) $(ARGS)
 
 results: $(STAMP)
 	$(BIN)/python scripts/results.py --data_dir $(CATDOG_A) $(ARGS)

@@ -353,13 +353,32 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
 
     parser = _new_parser(
         "benchmark.py",
-        "Time the lesson's pipeline, this project's, and the compute floor side by side, each in a "
-        "fresh process, and print medians and ratios.",
+        "Time the lesson's pipeline, this project's, and the compute floor side by side (the MLP; the CNN recipe "
+        "in fp32 and bf16; thread and worker settings), each in a fresh process, and print medians and ratios.",
     )
     parser.add_argument("--data_dir", type=str | None, default=None, help="folder with train/ (default: built-in data)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs timed for each pipeline (at least 2)")
+    parser.add_argument("--parts", type=list[str] | None, default=None, help="some of [mlp,cnn,threads] (default: all)")
+    parser.add_argument("--accelerator", type=str, default="cpu", help="cpu, or gpu to time the CNN on a CUDA GPU")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
     return _run_tool(run_benchmark_cli, parser, argv)
+
+
+def growth_main(argv: Sequence[str] | None = None) -> int:
+    from .lab.growth import run_growth
+
+    parser = _new_parser(
+        "growth.py",
+        "Cache build, start, epoch time and peak RSS of the default run on generated folders of 2k, 10k and 25k "
+        "pictures (and a real folder with --data_dir): a table, docs/growth.json and docs/growth.png.",
+    )
+    parser.add_argument("--data_dir", type=str | None, default=None, help="a real folder with train/ to add")
+    parser.add_argument(
+        "--sizes", type=list[int] | None, default=None, help="train images (default [2000,10000,25000])"
+    )
+    parser.add_argument("--work_dir", type=str | None, default=None, help="where the pictures go (default data/growth)")
+    parser.add_argument("--out_dir", type=str | None, default=None, help="where growth.json/.png go (default docs)")
+    return _run_tool(run_growth, parser, argv)
 
 
 def stress_main(argv: Sequence[str] | None = None) -> int:

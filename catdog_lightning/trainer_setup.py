@@ -142,6 +142,27 @@ def build_trainer(
     return trainer, best
 
 
+def cpu_has_fast_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU computes in bf16 natively (x86 AVX512-BF16 or AMX, Arm's BF16); None where unknown."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return None
+    flags = {f for line in text.splitlines() if line.startswith(("flags", "Features")) for f in line.split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def precision_note(trainer: L.Trainer, cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """One line when bf16 was asked for on a CPU that only emulates it (slower than 32-true there)."""
+    on_cpu = trainer.strategy.root_device.type == "cpu"
+    if not (str(trainer.precision).startswith("bf16") and on_cpu and cpu_has_fast_bf16(cpuinfo) is False):
+        return None
+    return (
+        f"Note: --trainer.precision {trainer.precision} on a CPU without bf16 instructions (AVX512-BF16/AMX) is "
+        "emulated and usually slower than fp32 here: --trainer.precision 32-true trains faster."
+    )
+
+
 def quiet_known_warnings() -> None:
     # Batches come from an in-memory tensor: DataLoader workers would only add start-up time.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -156,5 +177,7 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", ".*ended before the epoch ended and your dataloader is not resumable.*")
     # A frozen pretrained backbone is kept in eval mode on purpose (CatDogClassifier.train).
     warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode at the start of training.*")
+    # The model summary only estimates its size in MB under bf16; the parameter counts are right.
+    warnings.filterwarnings("ignore", ".*is not supported by the model summary.*")
     # Raised inside Lightning 2.6 itself on torch >= 2.10; nothing a user can act on.
     warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")

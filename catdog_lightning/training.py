@@ -30,7 +30,7 @@ from .errors import ConfigError, Interrupted
 from .models import CatDogClassifier
 from .resume import RUN_NAME_ENV, is_main_process, resolve_run
 from .runs import DEFAULT_LOGS_DIR, RunDirectory, claim
-from .trainer_setup import build_trainer, quiet_known_warnings, write_hparams_summary
+from .trainer_setup import build_trainer, precision_note, quiet_known_warnings, write_hparams_summary
 
 DEFAULT_SEED = 42
 # Our defaults where they differ from Lightning's (its max_epochs is 1000).
@@ -183,6 +183,8 @@ def _fit_and_test(
     }
     if is_main_process():
         print(datamodule.summary)
+        if note := precision_note(trainer):
+            print(note)
         if feature_note:
             print(f"{feature_note} in {feature_seconds:.1f} s")
         os.environ[RUN_NAME_ENV] = run.name

@@ -1,8 +1,11 @@
 """Side-by-side timing of the lesson's data pipeline, this project's, and the bare compute floor.
 
-Each measurement runs in its own fresh Python process (so imports, page cache of our own tensors
-and peak RSS do not leak between them) and reports JSON; :func:`run_benchmark` gathers them into
-one table of medians and ratios. It reports; it does not assert.
+Three parts, each timed side by side in one run: the lesson's MLP (the lesson's loop, the project, a bare
+loop), the CNN recipe (``configs/cnn-fast.yaml``) in fp32 and bf16 against a bare loop of the same model,
+precision and work, and the CNN in bf16 under other thread and DataLoader-worker settings. Each
+measurement runs in its own fresh Python process (so imports, page cache of our own tensors and peak RSS
+do not leak between them) and reports JSON; :func:`run_benchmark` gathers them into one table of medians
+and ratios. It reports; it does not assert.
 """
 
 from __future__ import annotations
@@ -22,10 +25,19 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data import CatDogDataModule, scan_folder
+from ..data.augment import flip_and_crop
 from ..data.cache import load_or_decode
 from ..errors import ConfigError, DataError
-from ..models import MLP
+from ..models import MLP, schedules
+from ..models.cnn import SmallCNN
+from ..models.layers import Standardize, average_views, zoom_margin
 from .lesson import BATCH, IMAGE_SIZE, LessonDataset, fit_epochs
+
+# The CNN recipe the CNN rows time: the project runs it as a user would, the bare loop does the same work.
+CNN_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "cnn-fast.yaml"
+PARTS = ("mlp", "cnn", "threads")
+# (intra-op threads, DataLoader workers) tried for the CNN in bf16; threads 0 is torch's default (one per core).
+THREAD_SETTINGS = ((0, 0), (1, 0), (0, 1), (0, 2))
 
 
 def peak_rss_mb() -> float:
@@ -84,35 +96,118 @@ class _EpochTimer(L.Callback):
             self.first_step_s = time.perf_counter() - self.start
 
     def on_train_epoch_start(self, trainer, pl_module):
+        _sync(pl_module.device)
         self._epoch = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module):
+        _sync(pl_module.device)
         self.train_epoch_s.append(time.perf_counter() - self._epoch)
 
 
-def phase_project(data_dir: str, epochs: int, cache_dir: str, **_) -> dict:
+def _cnn_recipe(precision: str) -> dict:
+    """The recipe's settings as ``scripts/train.py --config configs/cnn-fast.yaml`` would read them."""
+    from ..cli import parse_flags
+
+    return parse_flags(["--config", str(CNN_RECIPE), "--trainer.precision", precision])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":  # GPU work is queued: wait for it before reading the clock
+        torch.cuda.synchronize(device)
+
+
+def phase_project(
+    data_dir: str,
+    epochs: int,
+    cache_dir: str,
+    model: str = "mlp",
+    precision: str = "32-true",
+    accelerator: str = "cpu",
+    threads: int = 0,
+    workers: int = 0,
+    **_,
+) -> dict:
+    """``scripts/train.py`` as a user runs it (the default MLP, or the CNN recipe), timed per epoch."""
     from ..training import train
 
-    logs = tempfile.mkdtemp(prefix="catdog-bench-logs-")
-    config = {
-        "data": {"data_dir": data_dir, "image_size": IMAGE_SIZE, "batch_size": BATCH, "cache_dir": cache_dir},
-        "trainer": {
-            "max_epochs": epochs,
-            "accelerator": "cpu",
-            "devices": 1,
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-        },
-        "logs_dir": logs,
+    if threads:
+        torch.set_num_threads(threads)
+    config = _cnn_recipe(precision) if model == "cnn" else {"data": {"image_size": IMAGE_SIZE, "batch_size": BATCH}}
+    config["data"].update(data_dir=data_dir, cache_dir=cache_dir, num_workers=workers)
+    config["trainer"] = {
+        **config.get("trainer", {}),
+        "precision": precision,
+        "max_epochs": epochs,
+        "accelerator": accelerator,
+        "devices": 1,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
     }
+    config["logs_dir"] = tempfile.mkdtemp(prefix="catdog-bench-logs-")
     start = time.perf_counter()
     timer = _EpochTimer(start)
     train(config, callbacks=[timer])
     total = time.perf_counter() - start
-    return {"epoch_s": timer.train_epoch_s, "first_step_s": timer.first_step_s, "total_s": total}
+    return {
+        "epoch_s": timer.train_epoch_s,
+        "first_step_s": timer.first_step_s,
+        "total_s": total,
+        "threads": torch.get_num_threads(),
+    }
 
 
-PHASES = {"lesson": phase_lesson, "floor": phase_floor, "cache_build": phase_cache_build, "project": phase_project}
+def phase_cnn_floor(
+    data_dir: str, epochs: int, cache_dir: str, precision: str = "32-true", accelerator: str = "cpu", **_
+) -> dict:
+    """The recipe's work with no framework: the same network, precision, augmentation, optimiser, schedule
+    and per-epoch validation (with its test-time looks), on the decoded tensors held on the device."""
+    recipe = _cnn_recipe(precision)
+    dm = CatDogDataModule(**{**recipe["data"], "data_dir": data_dir, "cache_dir": cache_dir})
+    dm.prepare_data()
+    dm.setup("fit")
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    hp = recipe["model"]
+    torch.manual_seed(0)
+    net = SmallCNN(hp["channels"], hp["dropout"], hp["convs_per_block"]).to(device)
+    standardize = Standardize().to(device)
+    standardize.set_statistics(*(t.to(device) for t in dm.channel_stats()))
+    train_x, train_y = dm.train_set.take(slice(None)).to(device), dm.train_set.labels.float().to(device)
+    val_x = dm.val_set.take(slice(None)).to(device)
+    steps = -(-len(train_y) // BATCH)
+    opt = torch.optim.AdamW(net.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"], fused=True)
+    plan = schedules.build(hp["scheduler"], opt, hp["lr"], steps * epochs)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    looks = (hp["tta_flip"], zoom_margin(IMAGE_SIZE, hp["tta_zoom"]))
+    autocast = lambda: torch.autocast(device.type, torch.bfloat16, enabled=precision.startswith("bf16"))  # noqa: E731
+    times = []
+    for _ in range(epochs):
+        _sync(device)
+        start = time.perf_counter()
+        net.train()
+        for idx in torch.randperm(len(train_y), device=device).split(BATCH):
+            images = flip_and_crop(train_x[idx].float().div_(255))
+            with autocast():
+                loss = loss_fn(net(standardize(images)), train_y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            plan.step()
+        net.eval()
+        with torch.no_grad(), autocast():
+            for batch in val_x.split(BATCH):
+                average_views(net, standardize(batch.float().div_(255)), *looks)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return {"epoch_s": times, "images": len(train_y)}
+
+
+PHASES = {
+    "lesson": phase_lesson,
+    "floor": phase_floor,
+    "cache_build": phase_cache_build,
+    "project": phase_project,
+    "cnn_floor": phase_cnn_floor,
+}
 
 
 def _run_phase(name: str, **kwargs) -> dict:
@@ -124,22 +219,60 @@ def _run_phase(name: str, **kwargs) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_benchmark(data_dir: str, epochs: int = 5) -> dict:
+def run_benchmark(data_dir: str, epochs: int = 5, parts=PARTS, accelerator: str = "cpu") -> dict:
+    results: dict = {"data_dir": str(data_dir), "epochs": epochs, "accelerator": accelerator}
     with tempfile.TemporaryDirectory(prefix="catdog-bench-cache-") as tmp:
         cold, warm = str(Path(tmp) / "cold"), str(Path(tmp) / "warm")
-        results = {
-            "data_dir": str(data_dir),
-            "epochs": epochs,
-            "cache_build": _run_phase("cache_build", data_dir=data_dir, cache_dir=str(Path(tmp) / "build")),
-            "lesson": _run_phase("lesson", data_dir=data_dir, epochs=epochs),
-            "project_cold": _run_phase("project", data_dir=data_dir, epochs=epochs, cache_dir=cold),
-            "project_warm": _run_phase("project", data_dir=data_dir, epochs=epochs, cache_dir=cold),
-            "floor": _run_phase("floor", data_dir=data_dir, epochs=epochs, cache_dir=warm),
-        }
+        common = {"data_dir": data_dir, "epochs": epochs, "accelerator": accelerator}
+        if "mlp" in parts:
+            results |= {
+                "cache_build": _run_phase("cache_build", data_dir=data_dir, cache_dir=str(Path(tmp) / "build")),
+                "lesson": _run_phase("lesson", data_dir=data_dir, epochs=epochs),
+                "project_cold": _run_phase("project", **common, cache_dir=cold),
+                "project_warm": _run_phase("project", **common, cache_dir=cold),
+                "floor": _run_phase("floor", data_dir=data_dir, epochs=epochs, cache_dir=warm),
+            }
+        cnn = {**common, "cache_dir": str(Path(tmp) / "cnn")}
+        if "cnn" in parts:
+            results["cnn"] = {
+                precision: {
+                    "project": _run_phase("project", **cnn, model="cnn", precision=precision),
+                    "floor": _run_phase("cnn_floor", **cnn, precision=precision),
+                }
+                for precision in ("32-true", "bf16-mixed")
+            }
+        if "threads" in parts:
+            results["threads"] = [
+                {
+                    "threads": threads or torch.get_num_threads(),
+                    "workers": workers,
+                    "project": _run_phase(
+                        "project", **cnn, model="cnn", precision="bf16-mixed", threads=threads, workers=workers
+                    ),
+                }
+                for threads, workers in THREAD_SETTINGS
+            ]
     return summarise(results)
 
 
+def steady_epoch(run: dict) -> float:
+    """Median epoch time after the first (which pays for warm-up: allocations, oneDNN's kernel choice)."""
+    return statistics.median(run["epoch_s"][1:])
+
+
 def summarise(r: dict) -> dict:
+    for runs in r.get("cnn", {}).values():
+        n = runs["floor"]["images"]
+        project, floor = steady_epoch(runs["project"]), steady_epoch(runs["floor"])
+        runs["summary"] = {"project_epoch_s": project, "floor_epoch_s": floor, "images_per_s": n / project}
+        runs["summary"]["project_over_floor"] = project / floor
+    if "cnn" in r:
+        fp32, bf16 = (r["cnn"][p]["summary"]["project_epoch_s"] for p in ("32-true", "bf16-mixed"))
+        r["cnn_bf16_speedup"] = fp32 / bf16
+    for setting in r.get("threads", []):
+        setting["epoch_s"] = steady_epoch(setting["project"])
+    if "lesson" not in r:
+        return r
     lesson, cold, warm, floor = r["lesson"], r["project_cold"], r["project_warm"], r["floor"]
     n_lesson, n_train = lesson["images"], floor["images"]
     steady = statistics.median(cold["epoch_s"][1:] + warm["epoch_s"][1:])
@@ -159,7 +292,67 @@ def summarise(r: dict) -> dict:
     return r
 
 
+def _markdown(head: tuple, rows: list[tuple]) -> list[str]:
+    widths = [max(len(str(row[i])) for row in [head, *rows]) for i in range(len(head))]
+    line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |"  # noqa: E731
+    return [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
+
+
 def format_table(r: dict) -> str:
+    parts = [_mlp_table(r) if "lesson" in r else "", _cnn_table(r) if "cnn" in r else ""]
+    parts.append(_threads_table(r) if "threads" in r else "")
+    return "\n\n".join(p for p in parts if p)
+
+
+def _cnn_table(r: dict) -> str:
+    rows = []
+    for precision, runs in r["cnn"].items():
+        summary = runs["summary"]
+        rows.append(
+            (
+                precision,
+                f"{summary['project_epoch_s']:.2f}",
+                f"{summary['floor_epoch_s']:.2f}",
+                f"{summary['project_over_floor']:.2f}x",
+                f"{summary['images_per_s']:.0f}",
+                f"{runs['project']['peak_rss_mb']:.0f}",
+                f"{runs['floor']['peak_rss_mb']:.0f}",
+            )
+        )
+    head = ("precision", "project epoch s", "bare loop epoch s", "project / bare", "images/s", "RSS MB", "bare RSS MB")
+    return "\n".join(
+        [
+            f"CNN recipe (configs/cnn-fast.yaml) on {r['accelerator']}, {r['cnn']['32-true']['floor']['images']} "
+            f"train images; median epoch (training and validation) over epochs 2-{r['epochs']}; the bare loop does "
+            "the same work (network, precision, augmentation, AdamW + one-cycle, validation with its looks) "
+            "without Lightning, on tensors held on the device",
+            *_markdown(head, rows),
+            "",
+            f"bf16-mixed vs 32-true, project epoch: {r['cnn_bf16_speedup']:.2f}x faster; "
+            "target project / bare <= 1.15x",
+        ]
+    )
+
+
+def _threads_table(r: dict) -> str:
+    fastest = min(s["epoch_s"] for s in r["threads"])
+    rows = [
+        (
+            s["threads"],
+            s["workers"],
+            f"{s['epoch_s']:.2f}",
+            f"{s['epoch_s'] / fastest:.2f}x",
+            f"{s['project']['peak_rss_mb']:.0f}",
+        )
+        for s in r["threads"]
+    ]
+    head = ("intra-op threads", "DataLoader workers", "project epoch s", "vs fastest", "peak RSS MB")
+    return "\n".join(
+        ["CNN recipe in bf16-mixed, threads and workers (first row: the defaults)", *_markdown(head, rows)]
+    )
+
+
+def _mlp_table(r: dict) -> str:
     lesson, cold, warm, floor, ratios = r["lesson"], r["project_cold"], r["project_warm"], r["floor"], r["ratios"]
     med = statistics.median
     rows = [
@@ -193,14 +386,10 @@ def format_table(r: dict) -> str:
         ),
     ]
     head = ("pipeline", "epoch s (median)", "to 1st step s", "images/s", "peak RSS MB")
-    widths = [max(len(str(row[i])) for row in [head, *rows]) for i in range(5)]
-    line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |"  # noqa: E731
     out = [
         f"Benchmark on {r['data_dir']} ({lesson['images']} train images for the lesson, {floor['images']} after the "
         f"val split for the project and floor; {r['epochs']} epochs each; 2. and 3. are median over epochs 2+)",
-        line(head),
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-        *map(line, rows),
+        *_markdown(head, rows),
         "",
         f"cache build: {r['cache_build']['seconds']:.2f} s for {r['cache_build']['images']} images "
         f"({r['cache_build']['tensor_mb']:.1f} MB uint8 tensor)",
@@ -221,10 +410,21 @@ def run_benchmark_cli(args: dict) -> None:
 
     if args["epochs"] < 2:
         raise ConfigError("--epochs must be at least 2 (the first epoch is not a steady one).")
+    parts = tuple(args.get("parts") or PARTS)
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ConfigError(f"--parts takes some of {', '.join(PARTS)}; {', '.join(unknown)} is not one.")
+    accelerator = args.get("accelerator") or "cpu"
+    if accelerator not in ("cpu", "gpu"):
+        raise ConfigError(f"--accelerator must be cpu or gpu, got {accelerator!r}.")
+    if accelerator == "gpu" and parts != ("cnn",):  # the lesson and the thread settings are CPU matters
+        raise ConfigError("--accelerator gpu times the CNN alone: add --parts [cnn].")
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("--accelerator gpu: no CUDA GPU is visible to torch here; leave it out to time the CPU.")
     data_dir = args.get("data_dir") or str(ensure_builtin_dataset())
     if not (Path(data_dir) / "train").is_dir():
         raise DataError(f"--data_dir {data_dir} has no train/ folder.")
-    result = run_benchmark(data_dir, args["epochs"])
+    result = run_benchmark(data_dir, args["epochs"], parts, accelerator)
     print(json.dumps(result, indent=2) if args.get("json") else format_table(result))
 
 
@@ -235,8 +435,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_dir")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--cache_dir")
-    args = parser.parse_args(argv)
-    result = PHASES[args.phase](data_dir=args.data_dir, epochs=args.epochs, cache_dir=args.cache_dir)
+    parser.add_argument("--model", default="mlp")
+    parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0)
+    args = vars(parser.parse_args(argv))
+    result = PHASES[args.pop("phase")](**args)
     result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
     return 0

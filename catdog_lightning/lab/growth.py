@@ -1,0 +1,199 @@
+"""How the pipeline's costs grow with the folder: the built-in generator's pictures at 2k, 10k and 25k (and,
+given ``--data_dir``, a real folder beside them).
+
+For each folder, two fresh processes (benchmark.py's phases): the cache build (scan, decode, write) and a
+second, cached run of the default ``scripts/train.py`` (time to its first step, epoch time, peak RSS). Each cost
+is reported per size with its growth exponent between the smallest and largest generated folder: 1.0 is
+linear, below 1 grows slower. Results go to ``docs/growth.json`` and ``docs/growth.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+from ..data.synthetic import generate_dataset
+from ..errors import ConfigError, DataError
+from .benchmark import _markdown, _run_phase
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZES = (2000, 10000, 25000)
+TEST_IMAGES = 200  # each run still tests at its end: kept small, the growth is in train/
+EPOCHS = 3
+# (key, column title, unit) of each cost that must grow no faster than linearly
+COSTS = (
+    ("build_s", "cache build", "s"),
+    ("start_s", "second run: start to 1st step", "s"),
+    ("epoch_s", "epoch", "s"),
+    ("peak_rss_mb", "peak RSS (training)", "MB"),
+)
+
+
+def make_folders(root: Path, sizes=SIZES) -> dict[int, Path]:
+    """Generated folders of each size (train images; half cats), made once and reused.
+
+    The largest is generated; the smaller ones are hard links to its first pictures of each class, so the
+    sizes differ only in how many pictures there are.
+    """
+    biggest = max(sizes)
+    full = root / f"generated-{biggest}"
+    manifest = full / "manifest.json"
+    wanted = {"n_train": biggest, "n_test": TEST_IMAGES}
+    if not manifest.is_file() or any(json.loads(manifest.read_text()).get(k) != v for k, v in wanted.items()):
+        print(f"Generating {biggest} + {TEST_IMAGES} pictures in {full}/ (once; a minute or two)...", flush=True)
+        generate_dataset(full, biggest, TEST_IMAGES)
+    folders = {}
+    for n in sorted(sizes):
+        folder = full if n == biggest else root / f"generated-{n}"
+        if not folder.is_dir():
+            staging = Path(tempfile.mkdtemp(dir=root, prefix=f".generated-{n}-"))
+            for split, count in (("train", n), ("test", TEST_IMAGES)):
+                for label in ("cat", "dog"):
+                    (staging / split / label).mkdir(parents=True)
+                    for src in sorted((full / split / label).iterdir())[: count // 2]:
+                        _link_or_copy(src, staging / split / label / src.name)
+            staging.rename(folder)
+        folders[n] = folder
+    return folders
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        shutil.copy2(src, dst)
+
+
+def measure(data_dir: Path) -> dict:
+    """The costs for one folder, each from a fresh process."""
+    with tempfile.TemporaryDirectory(prefix="catdog-growth-cache-") as cache:
+        build = _run_phase("cache_build", data_dir=data_dir, cache_dir=cache)
+        run = _run_phase("project", data_dir=data_dir, epochs=EPOCHS, cache_dir=cache)
+    return {
+        "images": build["images"],
+        "build_s": build["seconds"],
+        "build_peak_rss_mb": build["peak_rss_mb"],
+        "start_s": run["first_step_s"],
+        "epoch_s": statistics.median(run["epoch_s"][1:]),
+        "peak_rss_mb": run["peak_rss_mb"],
+    }
+
+
+def exponent(small: dict, large: dict, key: str) -> float:
+    """k in cost ~ images^k between two measurements: 1 is linear growth."""
+    return math.log(large[key] / small[key]) / math.log(large["images"] / small["images"])
+
+
+def format_growth(result: dict) -> str:
+    generated = result["generated"]
+    rows = [
+        (
+            f"generated {r['images']:,}",
+            f"{r['build_s']:.1f}",
+            f"{r['build_peak_rss_mb']:.0f}",
+            f"{r['start_s']:.2f}",
+            f"{r['epoch_s']:.2f}",
+            f"{r['peak_rss_mb']:.0f}",
+        )
+        for r in generated
+    ]
+    if result.get("real"):
+        r = result["real"]
+        rows.append(
+            (
+                f"{Path(result['real_dir']).name} {r['images']:,} (photos)",
+                f"{r['build_s']:.1f}",
+                f"{r['build_peak_rss_mb']:.0f}",
+                f"{r['start_s']:.2f}",
+                f"{r['epoch_s']:.2f}",
+                f"{r['peak_rss_mb']:.0f}",
+            )
+        )
+    small, large = generated[0], generated[-1]
+    k = {key: exponent(small, large, key) for key in ("build_s", "build_peak_rss_mb", "start_s", "epoch_s")}
+    k["peak_rss_mb"] = exponent(small, large, "peak_rss_mb")
+    rows.append(
+        (
+            f"growth exponent {small['images']:,} -> {large['images']:,}",
+            *(f"{k[key]:.2f}" for key in ("build_s", "build_peak_rss_mb", "start_s", "epoch_s", "peak_rss_mb")),
+        )
+    )
+    head = ("train images", "cache build s", "build peak RSS MB", "2nd run: to 1st step s", "epoch s", "train RSS MB")
+    largest_start = large["start_s"]
+    return "\n".join(
+        [
+            f"Growth of the default run (python scripts/train.py, MLP, 64 px) with the folder; epoch = median of "
+            f"epochs 2-{EPOCHS} (training + validation of 10%)",
+            *_markdown(head, rows),
+            "",
+            "growth exponent: k in cost ~ images^k (1 = linear; target <= 1 for every cost)",
+            f"second run's start at {large['images']:,} images: {largest_start:.2f} s (target < 1 s)",
+        ]
+    )
+
+
+def plot_growth(result: dict):
+    """Four panels (a PIL image): each cost against the number of train images, with the line through the
+    origin and the smallest generated folder's cost, i.e. linear growth, drawn for comparison."""
+    from PIL import Image, ImageDraw
+
+    panel_w, panel_h, pad = 360, 240, 50
+    img = Image.new("RGB", (2 * panel_w, 2 * panel_h), "white")
+    draw = ImageDraw.Draw(img)
+    generated = result["generated"]
+    points = [(r, "steelblue") for r in generated] + ([(result["real"], "darkorange")] if result.get("real") else [])
+    max_n = max(r["images"] for r, _ in points)
+    for i, (key, title, unit) in enumerate(COSTS):
+        ox, oy = (i % 2) * panel_w, (i // 2) * panel_h
+        first = generated[0]
+        linear = first[key] / first["images"] * max_n
+        max_v = max([r[key] for r, _ in points] + [linear]) * 1.1
+        to_xy = lambda n, v, ox=ox, oy=oy, max_v=max_v: (  # noqa: E731
+            ox + pad + (panel_w - 1.5 * pad) * n / max_n,
+            oy + panel_h - pad - (panel_h - 1.6 * pad) * v / max_v,
+        )
+        draw.line([to_xy(0, 0), to_xy(max_n, 0)], fill="black")
+        draw.line([to_xy(0, 0), to_xy(0, max_v)], fill="black")
+        draw.line([to_xy(0, 0), to_xy(max_n, linear)], fill="lightgray", width=1)
+        draw.text((ox + pad, oy + 8), f"{title} ({unit})", fill="black")
+        draw.text((ox + 4, to_xy(0, max_v)[1] - 6), f"{max_v:.3g}", fill="gray")
+        draw.text((to_xy(max_n, 0)[0] - 30, oy + panel_h - pad + 6), f"{max_n:,} images", fill="gray")
+        line = [to_xy(r["images"], r[key]) for r in generated]
+        draw.line(line, fill="steelblue", width=2)
+        for r, colour in points:
+            x, y = to_xy(r["images"], r[key])
+            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
+    draw.text((8, 2 * panel_h - 16), "blue: generated pictures; orange: real photos; gray: linear growth", fill="gray")
+    return img
+
+
+def run_growth(args: dict) -> dict:
+    """scripts/growth.py: measure every size, print the table, write docs/growth.json and docs/growth.png."""
+    sizes = tuple(sorted(int(n) for n in (args.get("sizes") or SIZES)))
+    if len(sizes) < 2 or sizes[0] < 100:
+        raise ConfigError(f"--sizes needs at least two sizes of 100 images or more, got {list(sizes)}.")
+    real_dir = args.get("data_dir")
+    if real_dir and not (Path(real_dir) / "train").is_dir():
+        raise DataError(f"--data_dir {real_dir} has no train/ folder.")
+    work = Path(args.get("work_dir") or ROOT / "data" / "growth")
+    work.mkdir(parents=True, exist_ok=True)
+    folders = make_folders(work, sizes)
+    result: dict = {"generated": [], "real": None, "real_dir": real_dir}
+    for n, folder in folders.items():
+        print(f"measuring generated {n:,}...", flush=True)
+        result["generated"].append(measure(folder))
+    if real_dir:
+        print(f"measuring {real_dir}...", flush=True)
+        result["real"] = measure(Path(real_dir))
+    print(format_growth(result))
+    out = Path(args.get("out_dir") or ROOT / "docs")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "growth.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot_growth(result).save(out / "growth.png")
+    print(f"wrote {out / 'growth.json'} and {out / 'growth.png'}")
+    return result
