@@ -53,7 +53,7 @@ def test_cnn_and_thread_rows_compare_medians_after_the_first_epoch():
     def runs(project, floor):
         return {
             "project": {"epoch_s": project, "peak_rss_mb": 900},
-            "floor": {"epoch_s": floor, "images": 100, "peak_rss_mb": 800},
+            "floor": {"epoch_s": floor, "images": 100, "image_size": 96, "peak_rss_mb": 800},
         }
 
     measured = {
@@ -75,7 +75,12 @@ def test_cnn_and_thread_rows_compare_medians_after_the_first_epoch():
     assert bf16["images_per_s"] == 40.0 and r["cnn_bf16_speedup"] == 1.8
     assert [s["epoch_s"] for s in r["threads"]] == [2.5, 5.0]
     table = format_table(r)
-    assert "| bf16-mixed | 2.50" in table and "1.80x faster" in table and "| 1                | 0" in table
+    assert (
+        "100 train images at 96 px" in table
+        and "| bf16-mixed | 2.50" in table
+        and "1.80x faster" in table
+        and "| 1                | 0" in table
+    )
     assert "lesson" not in table  # the MLP part was not asked for
 
 
@@ -83,7 +88,9 @@ def test_cnn_bare_loop_runs_the_recipe_in_bf16(tiny_dataset, tmp_path):
     from catdog_lightning.lab.benchmark import phase_cnn_floor
 
     result = phase_cnn_floor(str(tiny_dataset), 2, str(tmp_path / "cache"), precision="bf16-mixed")
-    assert result["images"] == 38 and len(result["epoch_s"]) == 2  # the recipe keeps 5% (2 of 40) for validation
+    assert (
+        result["images"] == 38 and len(result["epoch_s"]) == 2 and result["image_size"] == 96
+    )  # the recipe keeps 5% (2 of 40) for validation
 
 
 def test_benchmark_refuses_unknown_parts_and_accelerators(capsys):

@@ -12,20 +12,12 @@ from test_crash_safety import assert_same, fit_weights
 from catdog_lightning import cli
 from catdog_lightning.checkpoints import read_checkpoint
 from catdog_lightning.errors import Interrupted
-from catdog_lightning.lab.rows import ROWS_BY_KEY
 from catdog_lightning.resume import merge
 from catdog_lightning.trainer_setup import cpu_has_fast_bf16, precision_note
 from catdog_lightning.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = str(ROOT / "configs" / "cnn-fast.yaml")
-
-
-def test_the_fast_recipe_is_the_cnn_recipe_in_bf16_and_is_the_results_row():
-    fast, cnn = cli.parse_flags(["--config", FAST]), cli.parse_flags(["--config", str(ROOT / "configs" / "cnn.yaml")])
-    assert fast["trainer"]["precision"] == "bf16-mixed"
-    assert fast["model"]["arch"] == cnn["model"]["arch"] == "cnn"
-    assert ROWS_BY_KEY["cnn_fast"].flags == ("--config", "configs/cnn-fast.yaml")
 
 
 @pytest.fixture

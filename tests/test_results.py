@@ -79,3 +79,20 @@ def test_plot_puts_each_row_at_its_time_and_accuracy():
     # The pretrained point sits higher (better accuracy) than the MLP's, at a similar time.
     rows_of = {c: [y for x in range(img.width // 2) for y in range(img.height) if pixels[x, y] == c] for c in colours}
     assert min(rows_of[(30, 90, 200)]) < min(rows_of[(200, 80, 30)])
+
+
+def test_a_stored_run_of_a_config_row_is_stale_once_the_file_holds_another_recipe(tmp_path, monkeypatch):
+    from catdog_lightning.lab import rows
+
+    (tmp_path / "configs").mkdir()
+    recipe = tmp_path / "configs" / "r.yaml"
+    recipe.write_text("trainer:\n  max_epochs: 60\n")
+    monkeypatch.setattr(rows, "ROOT", tmp_path)
+    row = Row("r", "Recipe", "train.py", ("--config", "configs/r.yaml"), "--seed_everything")
+    store = {"runs": {"r": {"0": {"command": row.signature(), "test_acc": 0.9}}}}
+    assert rows.current_runs(store, row).keys() == {"0"}
+    assert row.shown() == "scripts/train.py --data.data_dir DATA --config configs/r.yaml --seed_everything S"
+    recipe.write_text("# a comment\ntrainer: {max_epochs: 60}\n")  # the same settings, written differently
+    assert rows.current_runs(store, row).keys() == {"0"}
+    recipe.write_text("trainer:\n  max_epochs: 32\n")  # same command line, another recipe
+    assert rows.current_runs(store, row) == {}

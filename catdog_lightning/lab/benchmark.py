@@ -177,7 +177,7 @@ def phase_cnn_floor(
     opt = torch.optim.AdamW(net.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"], fused=True)
     plan = schedules.build(hp["scheduler"], opt, hp["lr"], steps * epochs)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    looks = (hp["tta_flip"], zoom_margin(IMAGE_SIZE, hp["tta_zoom"]))
+    looks = (hp["tta_flip"], zoom_margin(recipe["data"]["image_size"], hp["tta_zoom"]))
     autocast = lambda: torch.autocast(device.type, torch.bfloat16, enabled=precision.startswith("bf16"))  # noqa: E731
     times = []
     for _ in range(epochs):
@@ -198,7 +198,7 @@ def phase_cnn_floor(
                 average_views(net, standardize(batch.float().div_(255)), *looks)
         _sync(device)
         times.append(time.perf_counter() - start)
-    return {"epoch_s": times, "images": len(train_y)}
+    return {"epoch_s": times, "images": len(train_y), "image_size": recipe["data"]["image_size"]}
 
 
 PHASES = {
@@ -320,11 +320,12 @@ def _cnn_table(r: dict) -> str:
             )
         )
     head = ("precision", "project epoch s", "bare loop epoch s", "project / bare", "images/s", "RSS MB", "bare RSS MB")
+    floor = r["cnn"]["32-true"]["floor"]
     return "\n".join(
         [
-            f"CNN recipe (configs/cnn-fast.yaml) on {r['accelerator']}, {r['cnn']['32-true']['floor']['images']} "
-            f"train images; median epoch (training and validation) over epochs 2-{r['epochs']}; the bare loop does "
-            "the same work (network, precision, augmentation, AdamW + one-cycle, validation with its looks) "
+            f"CNN recipe (configs/cnn-fast.yaml) on {r['accelerator']}, {floor['images']} train images at "
+            f"{floor['image_size']} px; median epoch (training and validation) over epochs 2-{r['epochs']}; the bare "
+            "loop does the same work (network, precision, augmentation, AdamW + one-cycle, validation with its looks) "
             "without Lightning, on tensors held on the device",
             *_markdown(head, rows),
             "",

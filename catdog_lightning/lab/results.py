@@ -83,7 +83,7 @@ def summarise(accs: list[float]) -> dict:
 
 
 def _command_line(row: Row) -> str:
-    return "`python " + row.signature().replace("DATA", "../shared/data/catdog-a") + "`"
+    return "`python " + row.shown().replace("DATA", "../shared/data/catdog-a") + "`"
 
 
 def render(store: dict) -> str:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
 
 SEEDS = (0, 1, 2)
+ROOT = Path(__file__).resolve().parents[2]  # the project folder: rows name its configs/ relative to it
 
 
 @dataclass(frozen=True)
@@ -22,9 +28,19 @@ class Row:
     def command(self, data_dir: str, seed: int) -> list[str]:
         return [f"scripts/{self.script}", self.data_flag, data_dir, *self.flags, self.seed_flag, str(seed)]
 
-    def signature(self) -> str:
-        """The command with placeholders: a stored run measured with other flags is stale."""
+    def shown(self) -> str:
+        """The command with placeholders for the data folder and the seed, as the table prints it."""
         return shlex.join(self.command("DATA", 0)).replace(f"{self.seed_flag} 0", f"{self.seed_flag} S")
+
+    def signature(self) -> str:
+        """The command, and the settings of a ``--config`` file it names: a stored run measured with other
+        flags, or with the same file name holding another recipe, is stale (edited comments are not)."""
+        flags = list(self.flags)
+        if "--config" not in flags:
+            return self.shown()
+        config = flags[flags.index("--config") + 1]
+        settings = json.dumps(yaml.safe_load((ROOT / config).read_text()), sort_keys=True)
+        return f"{self.shown()}  # {config} sha256:{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
 
 
 ROWS = (
