@@ -91,8 +91,8 @@ def render(store: dict) -> str:
     lines = [
         "# Results on real photos",
         "",
-        "Test accuracy on `catdog-a` (Kaggle Dogs vs Cats: 2,000 train / 1,000 test photos; 64x64 from scratch, or",
-        "224x224 from ImageNet weights),",
+        "Test accuracy on `catdog-a` (Kaggle Dogs vs Cats: 2,000 train / 1,000 test photos; 64x64 for the MLPs,",
+        "96x96 for the CNNs trained from scratch, 224x224 from ImageNet weights),",
         "each row run once per seed `S` in a fresh process by `python scripts/results.py`, which also wrote this",
         "file. Accuracy is the mean over seeds, ± the sample standard deviation, with the range; wall time is the",
         "median per run, start of the process to its end (Python start-up and data loading included); training",
