@@ -73,6 +73,14 @@ ROWS = (
         notes="the lesson's MLP and optimiser, 20 epochs, best of 200 validation photos tested",
     ),
     Row(
+        "mlp_bf16",
+        "This project's default MLP in bf16",
+        "train.py",
+        ("--trainer.precision", "bf16-mixed"),
+        "--seed_everything",
+        notes="the default MLP with bf16 mixed precision: measured for the precision decision, not a recipe",
+    ),
+    Row(
         "mlp_best",
         "MLP with the best options found",
         "train.py",
