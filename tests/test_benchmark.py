@@ -89,7 +89,7 @@ def test_cnn_bare_loop_runs_the_recipe_in_bf16(tiny_dataset, tmp_path):
 
     result = phase_cnn_floor(str(tiny_dataset), 2, str(tmp_path / "cache"), precision="bf16-mixed")
     assert (
-        result["images"] == 38 and len(result["epoch_s"]) == 2 and result["image_size"] == 96
+        result["images"] == 38 and len(result["epoch_s"]) == 2 and result["image_size"] == 64
     )  # the recipe keeps 5% (2 of 40) for validation
 
 

@@ -52,7 +52,7 @@ def test_growth_table_and_plot():
     result = _result(real)
     table = growth.format_growth(result)
     assert "| generated 10,000" in table and "| catdog-a 2,000 (photos)" in table
-    assert "| growth exponent 1,000 -> 10,000 | 1.00" in table
+    assert "| growth exponent 1,000 -> 10,000 | 1.00" in table and table.count("growth exponent") == 2
     assert "second run's start at 10,000 images: 0.50 s" in table
     image = growth.plot_growth(result)
     assert image.size == (720, 480) and len(set(image.getdata())) > 3  # drawn, not blank
@@ -76,3 +76,9 @@ def test_growth_script_measures_two_small_folders(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| generated 200" in out.stdout
     assert (tmp_path / "docs" / "growth.json").is_file() and (tmp_path / "docs" / "growth.png").is_file()
+
+
+def test_each_cost_is_the_lower_of_the_rounds_readings():
+    first = {"images": 100, "build_s": 2.0, "epoch_s": 1.0}
+    second = {"images": 100, "build_s": 1.5, "epoch_s": 1.2}
+    assert growth.lowest([first, second]) == {"images": 100, "build_s": 1.5, "epoch_s": 1.0}
