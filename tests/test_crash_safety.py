@@ -183,8 +183,8 @@ def test_two_identical_deterministic_runs_are_identical(deterministic_config, tm
     )
 
 
-def test_a_run_stopped_mid_epoch_resumes_to_identical_weights_and_metrics(deterministic_config, tmp_path):
-    """Ctrl-C in the middle of epoch 1 (last.ckpt written after its 3rd step), then --ckpt_path last."""
+def stopped_mid_epoch_then_resumed(config: dict, tmp_path: Path):
+    """(an unbroken run, the same run Ctrl-C'd in the middle of epoch 1 then resumed with --ckpt_path last)."""
     import lightning as L
 
     from catdog_lightning.errors import Interrupted
@@ -194,9 +194,15 @@ def test_a_run_stopped_mid_epoch_resumes_to_identical_weights_and_metrics(determ
             if trainer.current_epoch == 1 and batch_idx == 2:
                 os.kill(os.getpid(), signal.SIGINT)
 
-    straight = fit_weights(merge(deterministic_config, {"logs_dir": str(tmp_path / "a")}))
+    straight = fit_weights(merge(config, {"logs_dir": str(tmp_path / "a")}))
     with pytest.raises(Interrupted):
-        train(merge(deterministic_config, {"logs_dir": str(tmp_path / "b")}), callbacks=[CtrlC()])
-    assert read_checkpoint(tmp_path / "b" / "version_0" / "checkpoints" / "last.ckpt")["global_step"] == 5 + 3
-    resumed = fit_weights({"ckpt_path": "last", "logs_dir": str(tmp_path / "b")})
+        train(merge(config, {"logs_dir": str(tmp_path / "b")}), callbacks=[CtrlC()])
+    stopped_at = read_checkpoint(tmp_path / "b" / "version_0" / "checkpoints" / "last.ckpt")["global_step"]
+    return straight, fit_weights({"ckpt_path": "last", "logs_dir": str(tmp_path / "b")}), stopped_at
+
+
+def test_a_run_stopped_mid_epoch_resumes_to_identical_weights_and_metrics(deterministic_config, tmp_path):
+    """Ctrl-C in the middle of epoch 1 (last.ckpt written after its 3rd step), then --ckpt_path last."""
+    straight, resumed, stopped_at = stopped_mid_epoch_then_resumed(deterministic_config, tmp_path)
+    assert stopped_at == 5 + 3
     assert_same(straight, resumed)

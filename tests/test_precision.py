@@ -1,17 +1,14 @@
 """bf16 mixed precision, the CNN recipes' default: it trains in bf16, resumes exactly, and says when it is slow."""
 
-import os
-import signal
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from test_crash_safety import assert_same, fit_weights
+from test_crash_safety import assert_same, stopped_mid_epoch_then_resumed
 
 from catdog_lightning import cli
 from catdog_lightning.checkpoints import read_checkpoint
-from catdog_lightning.errors import Interrupted
 from catdog_lightning.resume import merge
 from catdog_lightning.trainer_setup import cpu_has_fast_bf16, precision_note
 from catdog_lightning.training import train
@@ -54,15 +51,8 @@ def test_a_bf16_run_computes_its_convolutions_in_bf16(bf16_cnn):
 
 
 def test_a_bf16_run_stopped_mid_epoch_resumes_to_identical_weights(bf16_cnn, tmp_path):
-    class CtrlC(L.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if trainer.current_epoch == 1 and batch_idx == 2:
-                os.kill(os.getpid(), signal.SIGINT)
-
-    straight = fit_weights(merge(bf16_cnn, {"logs_dir": str(tmp_path / "a")}))
-    with pytest.raises(Interrupted):
-        train(merge(bf16_cnn, {"logs_dir": str(tmp_path / "b")}), callbacks=[CtrlC()])
-    resumed = fit_weights({"ckpt_path": "last", "logs_dir": str(tmp_path / "b")})
+    straight, resumed, stopped_at = stopped_mid_epoch_then_resumed(bf16_cnn, tmp_path)
+    assert stopped_at == 5 + 3
     assert_same(straight, resumed)
     assert resumed[0]["global_step"] == 3 * 5
 
