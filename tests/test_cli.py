@@ -73,7 +73,7 @@ def test_shipped_cnn_configs_are_the_results_tables_rows_and_differ_only_in_size
     assert ROWS_BY_KEY["cnn"].flags == ("--config", "configs/cnn.yaml")
     assert ROWS_BY_KEY["cnn_fast"].flags == ("--config", "configs/cnn-fast.yaml")
     cnn, fast = (cli.parse_flags(["--config", str(configs / name)]) for name in ("cnn.yaml", "cnn-fast.yaml"))
-    assert (cnn["trainer"].pop("max_epochs"), fast["trainer"].pop("max_epochs")) == (80, 70)
+    assert (cnn["trainer"].pop("max_epochs"), fast["trainer"].pop("max_epochs")) == (90, 70)
     assert (cnn["data"].pop("image_size"), fast["data"].pop("image_size")) == (96, 64)
     assert cnn == fast and cnn["trainer"]["precision"] == "bf16-mixed"
     quicker = cli.parse_flags(
