@@ -22,6 +22,10 @@ def test_smaller_folders_are_hard_links_to_the_first_pictures_of_the_largest(tmp
     stamp = (large / "manifest.json").stat().st_mtime_ns
     assert growth.make_folders(tmp_path, (20, 40)) == folders  # made once, then reused
     assert (large / "manifest.json").stat().st_mtime_ns == stamp
+    (large / "manifest.json").write_text('{"n_train": 40, "n_test": 1}')  # another generation: made afresh
+    again = growth.make_folders(tmp_path, (20, 40))
+    first = sorted((again[20] / "train" / "cat").iterdir())[0]
+    assert os.path.samefile(first, again[40] / "train" / "cat" / first.name)  # the small one re-linked to it
 
 
 def _result(real=None):

@@ -210,7 +210,7 @@ PHASES = {
 }
 
 
-def _run_phase(name: str, **kwargs) -> dict:
+def run_phase(name: str, **kwargs) -> dict:
     """One phase in a fresh interpreter; its last stdout line is the JSON result."""
     args = [sys.executable, "-m", "catdog_lightning.lab.benchmark", "--phase", name]
     for key, value in kwargs.items():
@@ -226,18 +226,18 @@ def run_benchmark(data_dir: str, epochs: int = 5, parts=PARTS, accelerator: str 
         common = {"data_dir": data_dir, "epochs": epochs, "accelerator": accelerator}
         if "mlp" in parts:
             results |= {
-                "cache_build": _run_phase("cache_build", data_dir=data_dir, cache_dir=str(Path(tmp) / "build")),
-                "lesson": _run_phase("lesson", data_dir=data_dir, epochs=epochs),
-                "project_cold": _run_phase("project", **common, cache_dir=cold),
-                "project_warm": _run_phase("project", **common, cache_dir=cold),
-                "floor": _run_phase("floor", data_dir=data_dir, epochs=epochs, cache_dir=warm),
+                "cache_build": run_phase("cache_build", data_dir=data_dir, cache_dir=str(Path(tmp) / "build")),
+                "lesson": run_phase("lesson", data_dir=data_dir, epochs=epochs),
+                "project_cold": run_phase("project", **common, cache_dir=cold),
+                "project_warm": run_phase("project", **common, cache_dir=cold),
+                "floor": run_phase("floor", data_dir=data_dir, epochs=epochs, cache_dir=warm),
             }
         cnn = {**common, "cache_dir": str(Path(tmp) / "cnn")}
         if "cnn" in parts:
             results["cnn"] = {
                 precision: {
-                    "project": _run_phase("project", **cnn, model="cnn", precision=precision),
-                    "floor": _run_phase("cnn_floor", **cnn, precision=precision),
+                    "project": run_phase("project", **cnn, model="cnn", precision=precision),
+                    "floor": run_phase("cnn_floor", **cnn, precision=precision),
                 }
                 for precision in ("32-true", "bf16-mixed")
             }
@@ -246,7 +246,7 @@ def run_benchmark(data_dir: str, epochs: int = 5, parts=PARTS, accelerator: str 
                 {
                     "threads": threads or torch.get_num_threads(),
                     "workers": workers,
-                    "project": _run_phase(
+                    "project": run_phase(
                         "project", **cnn, model="cnn", precision="bf16-mixed", threads=threads, workers=workers
                     ),
                 }
@@ -292,7 +292,7 @@ def summarise(r: dict) -> dict:
     return r
 
 
-def _markdown(head: tuple, rows: list[tuple]) -> list[str]:
+def markdown_table(head: tuple, rows: list[tuple]) -> list[str]:
     widths = [max(len(str(row[i])) for row in [head, *rows]) for i in range(len(head))]
     line = lambda row: "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |"  # noqa: E731
     return [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
@@ -327,7 +327,7 @@ def _cnn_table(r: dict) -> str:
             f"{floor['image_size']} px; median epoch (training and validation) over epochs 2-{r['epochs']}; the bare "
             "loop does the same work (network, precision, augmentation, AdamW + one-cycle, validation with its looks) "
             "without Lightning, on tensors held on the device",
-            *_markdown(head, rows),
+            *markdown_table(head, rows),
             "",
             f"bf16-mixed vs 32-true, project epoch: {r['cnn_bf16_speedup']:.2f}x faster; "
             "target project / bare <= 1.15x",
@@ -349,7 +349,7 @@ def _threads_table(r: dict) -> str:
     ]
     head = ("intra-op threads", "DataLoader workers", "project epoch s", "vs fastest", "peak RSS MB")
     return "\n".join(
-        ["CNN recipe in bf16-mixed, threads and workers (first row: the defaults)", *_markdown(head, rows)]
+        ["CNN recipe in bf16-mixed, threads and workers (first row: the defaults)", *markdown_table(head, rows)]
     )
 
 
@@ -390,7 +390,7 @@ def _mlp_table(r: dict) -> str:
     out = [
         f"Benchmark on {r['data_dir']} ({lesson['images']} train images for the lesson, {floor['images']} after the "
         f"val split for the project and floor; {r['epochs']} epochs each; 2. and 3. are median over epochs 2+)",
-        *_markdown(head, rows),
+        *markdown_table(head, rows),
         "",
         f"cache build: {r['cache_build']['seconds']:.2f} s for {r['cache_build']['images']} images "
         f"({r['cache_build']['tensor_mb']:.1f} MB uint8 tensor)",
@@ -430,7 +430,7 @@ def run_benchmark_cli(args: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """One phase, in the fresh process :func:`_run_phase` starts (an internal entry point, not a user's)."""
+    """One phase, in the fresh process :func:`run_phase` starts (an internal entry point, not a user's)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--phase", choices=sorted(PHASES))
     parser.add_argument("--data_dir")

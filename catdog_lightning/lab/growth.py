@@ -3,9 +3,9 @@ given ``--data_dir``, a real folder beside them).
 
 For each folder, two fresh processes (benchmark.py's phases): the cache build (scan, decode, write) and a
 second, cached run of the default ``scripts/train.py`` (time to its first step, epoch time, peak RSS); every
-folder twice, in two rounds, keeping each cost's lower reading. Each cost
-is reported per size with its growth exponent between the smallest and largest generated folder: 1.0 is
-linear, below 1 grows slower. Results go to ``docs/growth.json`` and ``docs/growth.png``.
+folder twice, in two rounds, keeping each cost's lower reading. Each cost is reported per size, with its
+growth exponent from each smaller generated folder to the largest: 1.0 is linear, below 1 grows slower.
+Results go to ``docs/growth.json`` and ``docs/growth.png``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..data.synthetic import generate_dataset
 from ..errors import ConfigError, DataError
-from .benchmark import _markdown, _run_phase
+from .benchmark import markdown_table, run_phase
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = (2000, 10000, 25000)
@@ -50,6 +50,8 @@ def make_folders(root: Path, sizes=SIZES) -> dict[int, Path]:
     wanted = {"n_train": biggest, "n_test": TEST_IMAGES}
     if not manifest.is_file() or any(json.loads(manifest.read_text()).get(k) != v for k, v in wanted.items()):
         print(f"Generating {biggest} + {TEST_IMAGES} pictures in {full}/ (once; a minute or two)...", flush=True)
+        for old in root.glob("generated-*"):  # smaller folders link to the pictures being replaced
+            shutil.rmtree(old)
         generate_dataset(full, biggest, TEST_IMAGES)
     folders = {}
     for n in sorted(sizes):
@@ -76,8 +78,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def measure(data_dir: Path) -> dict:
     """The costs for one folder, each from a fresh process."""
     with tempfile.TemporaryDirectory(prefix="catdog-growth-cache-") as cache:
-        build = _run_phase("cache_build", data_dir=data_dir, cache_dir=cache)
-        run = _run_phase("project", data_dir=data_dir, epochs=EPOCHS, cache_dir=cache)
+        build = run_phase("cache_build", data_dir=data_dir, cache_dir=cache)
+        run = run_phase("project", data_dir=data_dir, epochs=EPOCHS, cache_dir=cache)
     return {
         "images": build["images"],
         "build_s": build["seconds"],
@@ -134,7 +136,7 @@ def format_growth(result: dict) -> str:
         [
             f"Growth of the default run (python scripts/train.py, MLP, 64 px) with the folder; epoch = median of "
             f"epochs 2-{EPOCHS} (training + validation of 10%)",
-            *_markdown(head, rows),
+            *markdown_table(head, rows),
             "",
             "growth exponent: k in cost ~ images^k (1 = linear; target <= 1 for every cost)",
             f"second run's start at {large['images']:,} images: {largest_start:.2f} s (target < 1 s)",
