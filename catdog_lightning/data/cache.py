@@ -130,10 +130,7 @@ def load_or_decode(
     decoded.key = key
     try:
         _write_cache(path, key, decoded)
-    except (
-        OSError,
-        RuntimeError,
-    ) as exc:  # a read-only or full disk (torch says RuntimeError) costs speed, not the run
+    except (OSError, RuntimeError) as exc:  # a read-only or full disk (torch: RuntimeError) costs speed, not the run
         needed = decoded.images.numel() / 1e6
         log.warning(
             "Could not write the decode cache %s (%s): it needs about %.1f MB in %s; this run goes on uncached.",

@@ -100,31 +100,23 @@ def exponent(small: dict, large: dict, key: str) -> float:
     return math.log(large[key] / small[key]) / math.log(large["images"] / small["images"])
 
 
+def _costs_row(label: str, r: dict) -> tuple[str, ...]:
+    return (
+        label,
+        f"{r['build_s']:.1f}",
+        f"{r['build_peak_rss_mb']:.0f}",
+        f"{r['start_s']:.2f}",
+        f"{r['epoch_s']:.2f}",
+        f"{r['peak_rss_mb']:.0f}",
+    )
+
+
 def format_growth(result: dict) -> str:
     generated = result["generated"]
-    rows = [
-        (
-            f"generated {r['images']:,}",
-            f"{r['build_s']:.1f}",
-            f"{r['build_peak_rss_mb']:.0f}",
-            f"{r['start_s']:.2f}",
-            f"{r['epoch_s']:.2f}",
-            f"{r['peak_rss_mb']:.0f}",
-        )
-        for r in generated
-    ]
+    rows = [_costs_row(f"generated {r['images']:,}", r) for r in generated]
     if result.get("real"):
         r = result["real"]
-        rows.append(
-            (
-                f"{Path(result['real_dir']).name} {r['images']:,} (photos)",
-                f"{r['build_s']:.1f}",
-                f"{r['build_peak_rss_mb']:.0f}",
-                f"{r['start_s']:.2f}",
-                f"{r['epoch_s']:.2f}",
-                f"{r['peak_rss_mb']:.0f}",
-            )
-        )
+        rows.append(_costs_row(f"{Path(result['real_dir']).name} {r['images']:,} (photos)", r))
     large = generated[-1]
     keys = ("build_s", "build_peak_rss_mb", "start_s", "epoch_s", "peak_rss_mb")
     for small in generated[:-1]:  # from each smaller folder to the largest: a step shows as a jump, a trend stays

@@ -158,4 +158,5 @@ ROWS_BY_KEY = {row.key: row for row in ROWS}
 
 def current_runs(store: dict, row: Row) -> dict:
     """The stored runs of ``row`` measured with its present command line."""
-    return {seed: r for seed, r in store["runs"].get(row.key, {}).items() if r.get("command") == row.signature()}
+    signature = row.signature()  # reads a --config file: once, not once per stored run
+    return {seed: r for seed, r in store["runs"].get(row.key, {}).items() if r.get("command") == signature}
