@@ -1,16 +1,28 @@
-"""catdog-lightning: train, watch, resume and use a cat-vs-dog photo classifier with PyTorch Lightning."""
+"""catdog-lightning: train, watch, resume and use a cat-vs-dog photo classifier with PyTorch Lightning.
+
+The floors, each importing only those below it: ``errors`` and ``numpy_net``; ``storage`` (files on disk);
+``data`` and ``models`` (side by side, never importing each other); ``training``; ``inference``; ``cli`` (the
+product's commands); ``lab`` (measurements and the lesson's programs). tests/test_layers.py keeps it so.
+"""
 
 __version__ = "0.1.0"
 
 
 def load_classifier(ckpt_path=None, device: str = "cpu"):
-    """``load_classifier(ckpt).predict(["a.jpg", ...])``; see :mod:`catdog_lightning.inference`.
+    """``load_classifier(ckpt).predict(["a.jpg", ...])``; see :mod:`catdog_lightning.inference.predictor`.
 
-    Imported lazily so ``import catdog_lightning`` stays light (the DataModule's decode workers import it).
+    Imported lazily so ``import catdog_lightning`` stays light.
     """
     from .inference import load_classifier as _load
 
     return _load(ckpt_path, device)
 
 
-__all__ = ["__version__", "load_classifier"]
+def train(config: dict, callbacks=None) -> dict:
+    """``train(config) -> metrics``; see :mod:`catdog_lightning.training.fit` (imported lazily, as above)."""
+    from .training import train as _train
+
+    return _train(config, callbacks)
+
+
+__all__ = ["__version__", "load_classifier", "train"]

@@ -5,7 +5,7 @@ import sys
 
 if __name__ == "__main__":
     try:  # Ctrl-C while Python imports torch: a clean exit, not a traceback
-        from catdog_lightning.cli import results_main
+        from catdog_lightning.lab.cli import results_main
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(results_main())

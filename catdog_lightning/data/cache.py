@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_write, remove_stale_temporaries
+from ..storage.atomic import atomic_write, remove_stale_temporaries
 from .decode import DecodeFailure, decode_many
 from .scan import ImageFile
 

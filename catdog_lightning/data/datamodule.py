@@ -212,6 +212,11 @@ class CatDogDataModule(L.LightningDataModule):
         }
         return f"Backbone features: {'cache' if cached == len(sources) else 'computed'} ({len(sources)} folder(s))"
 
+    @property
+    def serves_features(self) -> bool:
+        """Whether batches hold backbone features (after :meth:`use_features`) instead of pixels."""
+        return bool(self._features)
+
     def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of each colour channel over the training split's pixels, on the [0, 1] scale."""
         if self.train_set is None:
@@ -263,7 +268,7 @@ class CatDogDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 -> float in [0, 1] on the target device (4x less to copy), then augment training batches."""
         images, labels = batch
-        if images.dtype != torch.uint8:  # backbone features (a linear probe): nothing to convert or augment
+        if self.serves_features:  # a linear probe's backbone features: nothing to convert or augment
             return images, labels
         images = images.float().div_(255.0)
         if self.hparams.augment and self.trainer is not None and self.trainer.training:

@@ -1,4 +1,4 @@
-"""Features of a frozen backbone, computed once per image and kept on disk like the decoded pixels.
+"""The on-disk cache of a frozen backbone's features, kept like the decoded pixels (the model computes them).
 
 A linear probe trains only a head on top of a frozen pretrained network, so the network's output for
 an image never changes: computing it once instead of every epoch turns minutes an epoch into well under
@@ -17,17 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from ..atomic import atomic_write
+from ..storage.atomic import atomic_write
 
 log = logging.getLogger(__name__)
-# Images per forward pass. Small on purpose: at 224 px a batch of 64 has activation tensors of ~300 MB,
-# which the allocator maps and unmaps from the OS on every pass; batches of 4 or 8 run 2.2x faster on 2 CPU
-# cores (64-66 vs 29 images/s, EfficientNet-Lite0, before allocator.py's tuning), and 4 keeps a 224-px
-# probe run's peak memory lowest (1.50 GB against 1.62 GB with 8, first run on catdog-a).
-CHUNK = 4
-# uint8 N x 3 x S x S images -> float N x V x D features (V looks at each image)
+# uint8 N x 3 x S x S images -> float N x V x D features (V looks at each image); the model supplies it
 Extractor = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -37,16 +31,6 @@ def feature_path(cache_dir: str | os.PathLike, key: str) -> Path:
 
 def _checksum(features: torch.Tensor) -> int:
     return zlib.crc32(features.contiguous().numpy().data)
-
-
-def extract_features(images: torch.Tensor, extract: Extractor, desc: str = "backbone features") -> torch.Tensor:
-    chunks = range(0, len(images), CHUNK)
-    with tqdm(total=len(images), desc=desc, unit="img", disable=True if len(images) < 256 else None) as bar:
-        parts = []
-        for start in chunks:
-            parts.append(extract(images[start : start + CHUNK]).float())
-            bar.update(len(parts[-1]))
-    return torch.cat(parts)
 
 
 def load_or_extract(
@@ -65,7 +49,7 @@ def load_or_extract(
                 return blob["features"], True
         except Exception as exc:  # torn or foreign file: compute afresh
             log.warning("Feature cache %s is unreadable (%s); recomputing it.", path, type(exc).__name__)
-    features = extract_features(images, extract)
+    features = extract(images)
     if path is not None:
         blob = {"key": key, "features": features, "checksum": _checksum(features)}
         try:

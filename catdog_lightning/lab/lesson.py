@@ -123,7 +123,7 @@ def run_lesson_cli(args: dict) -> dict:
     """scripts/lesson.py: check the flags, run, print the result."""
     from ..data.synthetic import DEFAULT_BUILTIN_DIR, ensure_builtin_dataset
     from ..errors import ConfigError, DataError
-    from ..runs import next_run_name
+    from ..storage.runs import next_run_name
 
     if args["epochs"] < 1:
         raise ConfigError(f"--epochs must be at least 1, got {args['epochs']}; the lesson uses {EPOCHS}.")

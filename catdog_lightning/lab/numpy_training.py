@@ -17,7 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 from ..data import CatDogDataModule
 from ..errors import ConfigError
 from ..numpy_net import LESSON_LAYER_DIMS, NumpyNet, images_to_columns
-from ..runs import DEFAULT_LOGS_DIR, next_run_name
+from ..storage.runs import DEFAULT_LOGS_DIR, next_run_name
 
 DEFAULTS = {
     "layer_dims": list(LESSON_LAYER_DIMS),

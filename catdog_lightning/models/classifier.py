@@ -21,11 +21,14 @@ from ..errors import ConfigError
 from . import schedules
 from .backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, PretrainedNet, is_backbone, pretrained_state
 from .cnn import SmallCNN
+from .features import extract_features, is_feature_batch
 from .finetuning import HeadThenBackbone
 from .layers import Standardize, ViewAverage, average_views, views, zoom_margin
 from .mlp import MLP
 
-Arch = Literal["mlp", "cnn", "efficientnet_lite0", "resnet18", "resnet50", "mobilenet_v3_large", "efficientnet_b0"]
+# Every --model.arch, in one place: the command line's choices are built from it.
+ARCHS = ("mlp", "cnn", *BACKBONES)
+Arch = Literal[ARCHS]
 
 
 @rank_zero_only
@@ -115,7 +118,7 @@ class CatDogClassifier(L.LightningModule):
                 else SmallCNN(channels, dropout, convs_per_block)
             )
         else:
-            raise ConfigError(f"--model.arch {arch!r} is not one of mlp, cnn, {', '.join(BACKBONES)}.")
+            raise ConfigError(f"--model.arch {arch!r} is not one of {', '.join(ARCHS)}.")
         # BCEWithLogits = the lesson's Sigmoid + BCELoss, computed stably (log-sum-exp).
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.train_acc = BinaryAccuracy()
@@ -130,7 +133,7 @@ class CatDogClassifier(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for ``N x 3 x S x S`` float images in [0, 1], or for a probe's ``N x V x D`` cached
         backbone features (:meth:`view_features`: the head alone, averaged over the V looks)."""
-        if images.dim() == 3:
+        if is_feature_batch(images):
             return self.net.head_logits(images).mean(1)
         images = self.standardize(images)
         views = None if self.training else self._views
@@ -182,8 +185,13 @@ class CatDogClassifier(L.LightningModule):
             backbone.eval()
         return self
 
+    @property
+    def is_finetune(self) -> bool:
+        """A backbone trained after the head: its head alone first, then the whole network."""
+        return self.backbone is not None and self.hparams.unfreeze_at_epoch is not None
+
     def configure_callbacks(self) -> list[L.Callback]:
-        if self.backbone is None or self.hparams.unfreeze_at_epoch is None:
+        if not self.is_finetune:
             return []
         return [HeadThenBackbone(self.hparams.unfreeze_at_epoch, self.hparams.backbone_lr_ratio)]
 
@@ -200,6 +208,14 @@ class CatDogClassifier(L.LightningModule):
         features = torch.stack([self.backbone(v.contiguous(memory_format=torch.channels_last)) for v in looks], 1)
         self.backbone.train(was_training)
         return features.cpu()
+
+    def features_of(self, images: torch.Tensor) -> torch.Tensor:
+        """:meth:`view_features` of any number of uint8 images, a few at a time (see models/features.py)."""
+        return extract_features(images, self.view_features)
+
+    def inputs_for(self, images: torch.Tensor) -> torch.Tensor:
+        """What :meth:`forward` takes for these uint8 images in this run: a probe's features, else floats in [0, 1]."""
+        return self.features_of(images) if self.is_probe else images.float() / 255
 
     def feature_key(self) -> str:
         """Names what :meth:`view_features` computes: the backbone's weights, input statistics and looks."""

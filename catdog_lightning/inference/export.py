@@ -1,0 +1,91 @@
+"""Export a trained model to ONNX or TorchScript, with its input contract written into the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .predictor import checkpoint_or_latest, load_classifier
+
+FORMATS = ("onnx", "torchscript")
+
+
+class ProbabilityModel(nn.Module):
+    """What an exported file computes: ``N x 3 x S x S`` float RGB in [0, 1] -> ``N`` values of P(cat)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(images))
+
+
+def input_contract(image_size: int) -> dict:
+    return {
+        "input": f"images: float32 tensor N x 3 x {image_size} x {image_size}, RGB, values in [0, 1]",
+        "preprocess": f"apply EXIF orientation, convert to RGB (transparency over white), resize to "
+        f"{image_size}x{image_size} bilinear (catdog_lightning.data.decode_image does all of it, giving S x S x 3 "
+        "uint8), transpose to 3 x S x S, divide by 255; "
+        "per-channel standardisation, if the model was trained with it, happens inside the model",
+        "output": "p_cat: float32 tensor N, P(cat); label = cat if p_cat > 0.5 else dog",
+    }
+
+
+def export_model(ckpt_path: str | os.PathLike | None, fmt: str, output: str | os.PathLike) -> dict:
+    """Write the model at ``ckpt_path`` to ``output``; returns its input contract."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
+    classifier = load_classifier(ckpt_path)
+    size = classifier.image_size
+    model = ProbabilityModel(classifier.model.network()).eval()
+    example = torch.rand(2, 3, size, size)
+    contract = input_contract(size)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "torchscript":
+        with warnings.catch_warnings():  # torch.jit is deprecated upstream, yet still what TorchScript users load
+            warnings.simplefilter("ignore", FutureWarning)
+            traced = torch.jit.trace(model, example)
+            torch.jit.save(traced, str(output), _extra_files={"contract.json": json.dumps(contract)})
+    else:
+        try:
+            import onnx
+            import onnxscript  # noqa: F401 (torch's ONNX exporter needs it)
+        except ImportError:
+            raise ConfigError("--format onnx needs the export extra: pip install -e '.[export]'") from None
+        batch = torch.export.Dim("batch")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model,
+                (example,),
+                input_names=["images"],
+                output_names=["p_cat"],
+                dynamic_shapes=({0: batch},),
+                dynamo=True,
+                verbose=False,
+            )
+        proto = program.model_proto
+        proto.doc_string = json.dumps(contract)
+        for key, value in contract.items():
+            proto.metadata_props.add(key=key, value=value)
+        onnx.save(proto, str(output))
+    return contract
+
+
+def export_command(args: dict) -> None:
+    """scripts/export.py: write the file and print its input contract."""
+    if not args.get("output"):
+        raise ConfigError("--output is required, e.g. --output model.onnx")
+    ckpt = checkpoint_or_latest(args.get("ckpt_path"), args["logs_dir"])
+    contract = export_model(ckpt, args["format"], args["output"])
+    print(f"wrote {args['output']} ({args['format']})")
+    for key, value in contract.items():
+        print(f"  {key:<10} {value}")

@@ -1,0 +1,107 @@
+"""Use a trained model: ``load_classifier(ckpt).predict(paths)``.
+
+Images go through the very decode path training used (same resize, RGB and EXIF handling, JPEG
+draft mode as the checkpoint's data settings say), so a photo gets the pixels it would have had
+as a training image.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..data.decode import decode_many
+from ..data.scan import find_images
+from ..errors import ConfigError, DataError
+from ..models import CatDogClassifier
+from ..models.features import FEATURE_BATCH
+from ..models.loading import load_model
+from ..storage.checkpoints import read_checkpoint
+from ..storage.runs import DEFAULT_LOGS_DIR, resolve_checkpoint
+from .predictions import Prediction, write_predictions
+
+
+def checkpoint_or_latest(ckpt_path: str | None, logs_dir: str | os.PathLike = DEFAULT_LOGS_DIR) -> str:
+    """``--ckpt_path`` resolved (a file, ``last`` or ``best``); without one, the latest run's best.ckpt, saying so
+    on stderr."""
+    ckpt = str(resolve_checkpoint(ckpt_path, logs_dir))
+    if not ckpt_path:
+        print(f"Using {ckpt} (the most recent run's best checkpoint)", file=sys.stderr)
+    return ckpt
+
+
+class Predictor:
+    """A trained CatDogClassifier with the decode settings it was trained with: P(cat) for image files."""
+
+    def __init__(self, model: CatDogClassifier, draft: bool = True, device: str = "cpu"):
+        self.model = model.eval().to(device)
+        self.image_size = int(model.hparams.image_size)
+        self.draft, self.device = draft, device
+
+    @torch.inference_mode()
+    def probabilities(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """P(cat) for ``N x 3 x S x S`` uint8 images."""
+        if self.model.backbone is not None:  # big activations: small batches run faster (see models/features.py)
+            batch_size = min(batch_size, FEATURE_BATCH)
+        out = [
+            torch.sigmoid(self.model(chunk.to(self.device).float().div_(255))).cpu()
+            for chunk in images.split(batch_size)
+        ]
+        return torch.cat(out) if out else torch.empty(0)
+
+    def predict(self, paths: Sequence[str | os.PathLike], batch_size: int = 256) -> list[Prediction]:
+        """One :class:`Prediction` per image, in order; folders are searched recursively (as predict.py does);
+        unreadable files get ``error`` instead of P(cat)."""
+        paths = find_images(paths)
+        images, kept, failures = decode_many(paths, self.image_size, self.draft, desc="predicting")
+        probs = self.probabilities(torch.from_numpy(images), batch_size).tolist()
+        by_index = dict(zip(kept, probs, strict=True))
+        reasons = {f.path: f.reason for f in failures}
+        return [
+            Prediction(p, by_index[i], "cat" if by_index[i] > 0.5 else "dog")
+            if i in by_index
+            else Prediction(p, None, None, reasons.get(p, "unreadable"))
+            for i, p in enumerate(paths)
+        ]
+
+
+def load_classifier(
+    ckpt_path: str | os.PathLike | None = None, device: str = "cpu", logs_dir: str | os.PathLike = DEFAULT_LOGS_DIR
+) -> Predictor:
+    """The model in ``ckpt_path`` (a file, ``last`` or ``best``; default: best.ckpt of the latest run under
+    ``logs_dir``), loaded safely (see :func:`~catdog_lightning.models.loading.load_model`)."""
+    path = resolve_checkpoint(ckpt_path, logs_dir)
+    saved = read_checkpoint(path)
+    draft = bool(saved.get("datamodule_hyper_parameters", {}).get("draft", True))
+    return Predictor(load_model(path, saved), draft=draft, device=device)
+
+
+def predict_command(args: dict) -> None:
+    """scripts/predict.py: one line per image on stdout, skipped files on stderr, optionally a CSV/JSON file."""
+    output = args.get("output")
+    if output and Path(output).suffix.lower() not in (".csv", ".json"):
+        raise ConfigError(f"--output {output}: use a .csv or .json file name.")
+    missing = [p for p in args["paths"] if not Path(p).exists()]
+    if missing:
+        raise ConfigError(f"{missing[0]}: no such file or folder.")
+    paths = find_images(args["paths"])
+    if not paths:
+        raise ConfigError(f"no image files (.jpg .jpeg .png .bmp .webp) in {' '.join(args['paths'])}.")
+    ckpt = checkpoint_or_latest(args.get("ckpt_path"), args["logs_dir"])
+    predictions = load_classifier(ckpt).predict(paths, args["batch_size"])
+    for p in predictions:
+        if p.p_cat is not None:
+            print(f"{p.path}\t{p.p_cat:.4f}\t{p.label}")
+    skipped = [p for p in predictions if p.p_cat is None]
+    for p in skipped:
+        print(f"skipped {p.path}: {p.error}", file=sys.stderr)
+    print(f"{len(predictions) - len(skipped)} predicted, {len(skipped)} skipped", file=sys.stderr)
+    if output:
+        write_predictions(predictions, output)
+        print(f"wrote {output}", file=sys.stderr)
+    if len(skipped) == len(predictions):
+        raise DataError(f"none of the {len(predictions)} image file(s) could be read; see the lines above.")

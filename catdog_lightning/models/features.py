@@ -1,0 +1,30 @@
+"""A frozen backbone's features of many images, a few at a time (what a linear probe trains its head on)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from tqdm import tqdm
+
+# Images per backbone forward pass. Small on purpose: at 224 px a batch of 64 has activation tensors of
+# hundreds of MB, which the allocator maps and unmaps from the OS on every pass; small batches run about
+# twice as fast on a CPU and keep peak memory lowest (measurements: docs/performance.md).
+FEATURE_BATCH = 4
+
+
+def extract_features(
+    images: torch.Tensor, extract: Callable[[torch.Tensor], torch.Tensor], desc: str = "backbone features"
+) -> torch.Tensor:
+    """``extract`` (uint8 ``n x 3 x S x S`` -> float ``n x V x D``) over all ``images``, FEATURE_BATCH at a time."""
+    with tqdm(total=len(images), desc=desc, unit="img", disable=True if len(images) < 256 else None) as bar:
+        parts = []
+        for start in range(0, len(images), FEATURE_BATCH):
+            parts.append(extract(images[start : start + FEATURE_BATCH]).float())
+            bar.update(len(parts[-1]))
+    return torch.cat(parts)
+
+
+def is_feature_batch(inputs: torch.Tensor) -> bool:
+    """A batch of a probe's cached features (``N x V x D``), not of images (``N x 3 x S x S``)."""
+    return inputs.dim() == 3

@@ -1,0 +1,35 @@
+"""Loading a trained model from a checkpoint, safely: what predicting, evaluating, exporting and resuming share."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import ConfigError
+from ..storage.checkpoints import read_checkpoint
+from .classifier import CatDogClassifier
+
+
+def load_model(ckpt_path: str | os.PathLike, saved: dict | None = None) -> CatDogClassifier:
+    """The LightningModule in ``ckpt_path``, loaded safely, in eval mode.
+
+    Loading never runs code from the file (``weights_only=True``); a corrupt file, a pickle needing
+    more than weights, or a checkpoint of another architecture raises :class:`ConfigError`. ``saved``: the
+    checkpoint already read with :func:`read_checkpoint`, not to read it twice.
+    """
+    saved = saved if saved is not None else read_checkpoint(ckpt_path)
+    try:
+        model = CatDogClassifier(**saved["hyper_parameters"])
+        model.on_load_checkpoint(saved)  # what older checkpoints lack, as load_from_checkpoint fills it in
+        model.load_state_dict(saved["state_dict"])
+    except (TypeError, RuntimeError, ValueError, MemoryError, OverflowError) as exc:
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise ConfigError(f"--ckpt_path {ckpt_path}: not a checkpoint of this model ({reason}).") from None
+    broken = [
+        name for name, value in model.state_dict().items() if value.is_floating_point() and not value.isfinite().all()
+    ]
+    if broken:
+        raise ConfigError(
+            f"--ckpt_path {ckpt_path}: its weights are not finite (NaN or Inf in {broken[0]}): the run diverged "
+            "before this checkpoint was saved; use an earlier one, or retrain with a lower --model.lr."
+        )
+    return model.eval()

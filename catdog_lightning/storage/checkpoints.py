@@ -1,0 +1,56 @@
+"""Reading checkpoints safely, writing them atomically.
+
+A checkpoint is a pickle, and unpickling can run code. Ours hold only tensors and primitives, so they
+load with ``weights_only=True``; anything needing more is refused rather than executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from ..errors import ConfigError
+from .atomic import atomic_write
+
+
+def read_checkpoint(path: str | os.PathLike, flag: str = "--ckpt_path") -> dict[str, Any]:
+    """The checkpoint at ``path`` as a dict, or a :class:`ConfigError` naming the file and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{flag} {path}: no such file.")
+    try:
+        with warnings.catch_warnings():  # torch's own notes on odd pickles; the verdict below says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # An object to construct: code would run to unpickle it (torch says "Unsupported global" or, since
+        # 2.14, "unsupported GLOBAL").
+        if "unsupported global" in str(exc).lower():
+            raise ConfigError(
+                f"{flag} {path}: refused, it holds Python objects beyond weights and plain values, "
+                "and loading it could run code. Use a checkpoint written by catdog-lightning."
+            ) from None
+        raise ConfigError(f"{flag} {path}: not a readable checkpoint (corrupt or truncated).") from None
+    except Exception:
+        raise ConfigError(f"{flag} {path}: not a readable checkpoint (corrupt or truncated).") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise ConfigError(f"{flag} {path}: not a catdog-lightning checkpoint (no state_dict/hyper_parameters).")
+    return ckpt
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file, fsynced, then renamed over the old one.
+
+    A process killed mid-save leaves the previous ``last.ckpt`` intact and loadable.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        atomic_write(path, lambda fh: torch.save(checkpoint, fh))

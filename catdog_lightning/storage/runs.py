@@ -1,0 +1,182 @@
+"""Where runs live: ``<logs_dir>/<run_name>/``, the latest run, and the next free name.
+
+The one authority on run directories, for the Lightning trainer, the NumPy network, the lesson's program
+and the tools that use a trained model, and on who may write into one (the run lock). Knows the file
+system only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+
+DEFAULT_LOGS_DIR = "lightning_logs"
+
+
+def next_run_name(logs_dir: str | Path, prefix: str = "version") -> str:
+    """``<prefix>_N`` with N one past the highest already under ``logs_dir``."""
+    pattern = re.compile(rf"{re.escape(prefix)}_(\d+)")
+    taken = [int(m.group(1)) for p in Path(logs_dir).glob(f"{prefix}_*") if (m := pattern.fullmatch(p.name))]
+    return f"{prefix}_{max(taken, default=-1) + 1}"
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    """``<logs_dir>/<name>/``: TensorBoard events, hparams.yaml, config.yaml, checkpoints/, metrics.json."""
+
+    logs_dir: Path
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return self.logs_dir / self.name
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def best_ckpt(self) -> Path:
+        return self.checkpoints / "best.ckpt"
+
+    @property
+    def last_ckpt(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
+    @classmethod
+    def next_version(cls, logs_dir: Path) -> RunDirectory:
+        return cls(logs_dir, next_run_name(logs_dir))
+
+    @classmethod
+    def containing(cls, ckpt: Path) -> RunDirectory:
+        """The run of a checkpoint at ``<logs_dir>/<run>/checkpoints/<name>.ckpt``."""
+        run = ckpt.parent.parent
+        return cls(run.parent, run.name)
+
+    @classmethod
+    def owning(cls, ckpt: Path) -> RunDirectory | None:
+        """The run a checkpoint belongs to, when it sits in ``<run>/checkpoints/`` beside the run's config.yaml."""
+        run = cls.containing(ckpt.absolute())
+        return run if ckpt.absolute().parent.name == "checkpoints" and run.config_file.is_file() else None
+
+
+def latest_run(logs_dir: Path) -> RunDirectory | None:
+    """The run whose ``last.ckpt`` was written most recently."""
+    lasts = [p for p in logs_dir.glob("*/checkpoints/last.ckpt") if p.is_file()]
+    if not lasts:
+        return None
+    newest = max(lasts, key=lambda p: p.stat().st_mtime_ns)
+    return RunDirectory(logs_dir, newest.parent.parent.name)
+
+
+def resolve_checkpoint(
+    spec: str | os.PathLike | None, logs_dir: str | Path = DEFAULT_LOGS_DIR, run_name: str | None = None
+) -> Path:
+    """The checkpoint a command names with ``--ckpt_path``: every command reads it through here.
+
+    A file path is returned as given (reading it checks it); ``last`` or ``best`` is that checkpoint of
+    ``--run_name``'s run, or of the most recent run under ``logs_dir``; None (the flag left out) means
+    ``best``. A :class:`ConfigError` says what is missing and how to get it.
+    """
+    if spec is not None and str(spec) not in ("last", "best"):
+        return Path(spec)
+    which = str(spec or "best")
+    logs_dir = Path(logs_dir)
+    run = RunDirectory(logs_dir, run_name) if run_name else latest_run(logs_dir)
+    path = None if run is None else (run.last_ckpt if which == "last" else run.best_ckpt)
+    if path is not None and path.is_file():
+        return path
+    if spec is None:
+        raise ConfigError(
+            f"no trained run under {logs_dir}/ to take best.ckpt from; train one first (make train) "
+            "or pass --ckpt_path."
+        )
+    where = run.path if run is not None else f"{logs_dir}/*"
+    raise ConfigError(
+        f"--ckpt_path {which}: no checkpoints/{which}.ckpt under {where}; train a run first with: "
+        "python scripts/train.py (or give a checkpoint file)."
+    )
+
+
+def check_run_name(name: str) -> str:
+    """``--run_name`` is one plain folder name under ``--logs_dir``: never a path that leads elsewhere."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name:
+        raise ConfigError(
+            f"--run_name {name!r}: give one plain folder name (no '/', not '.' or '..'); "
+            "runs always go under --logs_dir, which says where."
+        )
+    return name
+
+
+class RunLock:
+    """An OS lock on ``<run>/.lock`` while a process trains the run, with its PID in the file.
+
+    The operating system releases it when the process ends, however it ends (``kill -9`` included), so a
+    stale lock is simply taken over by the next run; a live one makes a second process stop before it
+    touches anything.
+    """
+
+    def __init__(self, run: RunDirectory):
+        self.path = run.path / ".lock"
+        self._fh = None
+
+    def acquire(self) -> None:
+        fh = open(self.path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise ConfigError(
+                f"{self.path.parent} is in use by process {holder} (training or resuming it); wait for it to end, "
+                "or start another run with another --run_name."
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()  # closing the file releases the lock
+            self._fh = None
+
+
+def claim(run: RunDirectory, new: bool, auto_name: bool) -> tuple[RunDirectory, RunLock, bool]:
+    """Make (or join) the run directory and lock it: ``(run, lock, created)``.
+
+    A new automatically named run takes its folder by exclusive creation, so two runs started together
+    get two folders (the second moves on to the next ``version_N``). A named or resumed run is locked, and a
+    second process on it is refused naming the holder's PID.
+    """
+    while True:
+        try:
+            run.path.mkdir(parents=True, exist_ok=not (new and auto_name))
+            created = not any(run.path.iterdir())
+            break
+        except FileExistsError:  # another run took this version_N a moment ago
+            run = RunDirectory.next_version(run.logs_dir)
+    lock = RunLock(run)
+    lock.acquire()
+    if new and run.last_ckpt.exists():
+        lock.release()
+        raise ConfigError(
+            f"--run_name {run.name}: {run.path} already holds a run; resume it with "
+            f"--ckpt_path last --run_name {run.name}, or pick another name."
+        )
+    return run, lock, created

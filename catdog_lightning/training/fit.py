@@ -1,0 +1,276 @@
+"""One function runs a whole training: ``train(config) -> metrics``.
+
+It joins data and models (the data's statistics and a probe's backbone features), builds the Trainer
+with its checkpoints and TensorBoard logger in the run directory that :mod:`.resume` chose, fits, tests
+the best (or last) checkpoint and writes ``metrics.json``. ``scripts/train.py`` only parses flags and calls
+it; tests call it directly. (Just over 250 lines: the start, the fit and the test of a run, and what each
+fault during them becomes, read best in one place; the Trainer itself is built in :mod:`.trainer_setup`.)
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import lightning as L
+import yaml
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from ..data import CatDogDataModule
+from ..errors import ConfigError, Interrupted
+from ..models import CatDogClassifier
+from ..storage.atomic import atomic_write_text, remove_stale_temporaries
+from ..storage.checkpoints import read_checkpoint
+from ..storage.runs import DEFAULT_LOGS_DIR, RunDirectory, claim
+from .allocator import keep_freed_memory, release_freed_memory
+from .callbacks import Diverged, EpochSeeder, FiniteLoss, SafeStops, TrainingInterrupted
+from .resume import RUN_NAME_ENV, is_main_process, resolve_run
+from .trainer import (
+    DEFAULT_SEED,
+    TRAINER_DEFAULTS,
+    build_trainer,
+    precision_note,
+    quiet_known_warnings,
+    write_hparams_summary,
+)
+
+
+def _results_table(metrics: dict) -> str:
+    rows = [
+        ("best epoch", f"{metrics['best_epoch']} of {metrics['epochs_trained']}"),
+        ("tested", Path(metrics["tested_checkpoint"]).name),
+        ("val/acc", f"{metrics['val/acc']:.4f}"),
+        ("test/acc", f"{metrics['test/acc']:.4f}"),
+        ("test/f1", f"{metrics['test/f1']:.4f}"),
+        ("test/auroc", f"{metrics['test/auroc']:.4f}"),
+        ("run dir", metrics["run_dir"]),
+        ("watch", f"tensorboard --logdir {Path(metrics['run_dir']).parent}"),
+    ]
+    return "\n".join(["", "Results (test metrics of the tested checkpoint)"] + [f"  {k:<11} {v}" for k, v in rows])
+
+
+def _count_flag(config: dict, name: str) -> int:
+    """A top-level count flag where 0 means off."""
+    value = int(config.get(name) or 0)
+    if value < 0:
+        raise ConfigError(f"--{name} must be 0 (off) or more, got {value}.")
+    return value
+
+
+def _join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, ckpt: Path | None) -> tuple[float, str]:
+    """Hand the data's statistics and the starting weights to the model, and a probe's features to the data.
+
+    Returns the seconds spent on backbone features and a line about them ("" when there are none).
+    """
+    if model.backbone is not None and datamodule.hparams.normalize:
+        raise ConfigError(
+            f"--data.normalize: --model.arch {model.hparams.arch} standardises with ImageNet's mean and std, "
+            "as its weights were trained; drop the flag."
+        )
+    if ckpt is not None:  # resuming: fit restores weights and statistics from the checkpoint
+        if model.is_probe:  # ...but the probe's features are computed before fit, from the same weights
+            saved = read_checkpoint(ckpt)  # (resume.resolve_run checked it builds this model)
+            model.on_load_checkpoint(saved)
+            model.load_state_dict(saved["state_dict"])
+    else:
+        # --data.normalize: the training split's statistics become part of the model (and its checkpoints).
+        if datamodule.hparams.normalize:
+            model.standardize.set_statistics(*datamodule.channel_stats())
+        model.load_pretrained_weights()
+    if not model.is_probe:
+        return 0.0, ""
+    start = time.perf_counter()
+    note = datamodule.use_features(model.features_of, model.feature_key())
+    release_freed_memory()  # the head trains on the features: the backbone's activation memory can go
+    return time.perf_counter() - start, note
+
+
+def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
+    """Fit, then test the best (or, with ``test_checkpoint="last"``, the last) checkpoint.
+
+    Returns (and writes to metrics.json) the results.
+
+    ``config`` holds ``data``, ``model`` and ``trainer`` sections (keyword arguments of
+    ``CatDogDataModule``, ``CatDogClassifier`` and ``lightning.Trainer``), plus ``seed_everything``,
+    ``ckpt_path`` (a file or ``"last"``), ``run_name``, ``logs_dir``, ``checkpoint_every_n_steps``,
+    ``early_stopping_patience``, ``test_checkpoint`` and ``log_images``.
+    Anything left out takes its default; when resuming, it takes the resumed run's saved value
+    instead. ``callbacks`` are added to the Trainer's own.
+
+    Raises :class:`Interrupted` after a SIGINT/SIGTERM stopped training with last.ckpt saved.
+    """
+    quiet_known_warnings()
+    logs_dir = Path(config.get("logs_dir") or DEFAULT_LOGS_DIR)
+    ckpt, run, config = resolve_run(config, logs_dir)
+    seed = config.get("seed_everything", DEFAULT_SEED)
+    seed = DEFAULT_SEED if seed is None else int(seed)
+    test_checkpoint = config.get("test_checkpoint") or "best"
+    if test_checkpoint not in ("best", "last"):
+        raise ConfigError(f"--test_checkpoint must be best or last, got {test_checkpoint!r}.")
+    settings = {  # the top-level settings, resolved (what config.yaml records beside data/model/trainer)
+        "trainer": {**TRAINER_DEFAULTS, **(config.get("trainer") or {})},
+        "seed_everything": seed,
+        "checkpoint_every_n_steps": _count_flag(config, "checkpoint_every_n_steps"),
+        "log_images": bool(config.get("log_images", True)),
+        "early_stopping_patience": _count_flag(config, "early_stopping_patience"),
+        "test_checkpoint": test_checkpoint,
+    }
+    model_cfg = dict(config.get("model") or {})
+    datamodule = CatDogDataModule(**dict(config.get("data") or {}))
+    datamodule.sampling_seed = seed
+    if datamodule.hparams.val_fraction == 0:
+        raise ConfigError("--data.val_fraction 0 leaves no validation images to pick the best checkpoint; try 0.1.")
+    # The net's input size always follows the data's.
+    model_cfg["image_size"] = datamodule.hparams.image_size
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = CatDogClassifier(**model_cfg)
+    # Decode (or load from cache) before anything else, so data errors surface before any Lightning output
+    # and before a run directory is made.
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    keep_freed_memory()  # from here on: training steps (not decoding, whose buffers are freed for good)
+    features = _join_data_and_model(datamodule, model, ckpt)
+    lock, created = None, False
+    if is_main_process():  # other DDP processes join the directory the first one claimed
+        try:
+            run, lock, created = claim(run, new=ckpt is None, auto_name=not config.get("run_name"))
+        except OSError as exc:
+            raise ConfigError(f"--logs_dir {logs_dir}: cannot make the run folder ({exc.strerror or exc}).") from None
+    try:
+        return _fit_and_test(settings, run, datamodule, model, ckpt, features, callbacks)
+    except BaseException as exc:
+        if created and not run.last_ckpt.exists():  # a start that failed leaves no new folder behind
+            shutil.rmtree(run.path, ignore_errors=True)
+        if isinstance(exc, OSError) and _is_write_failure(exc):  # config.yaml or the TensorBoard file
+            raise ConfigError(f"cannot write in {run.path} ({exc.strerror or exc}); pick another --logs_dir.") from None
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit_and_test(
+    settings: dict,
+    run: RunDirectory,
+    datamodule: CatDogDataModule,
+    model: CatDogClassifier,
+    ckpt: Path | None,
+    features: tuple[float, str],
+    callbacks: list[L.Callback] | None,
+) -> dict:
+    """In the claimed run directory: record the settings, fit, test, write metrics.json."""
+    feature_seconds, feature_note = features
+    seed, test_checkpoint = settings["seed_everything"], settings["test_checkpoint"]
+    safe_stops = SafeStops(run.last_ckpt, settings["checkpoint_every_n_steps"])
+    try:
+        trainer, best = build_trainer(
+            run,
+            dict(settings["trainer"]),
+            [EpochSeeder(seed), safe_stops, FiniteLoss(), *(callbacks or [])],
+            settings["log_images"] and not settings["trainer"].get("fast_dev_run"),  # it logs nothing
+            settings["early_stopping_patience"],
+            lr_monitor=model.hparams.scheduler != "none" or model.hparams.unfreeze_at_epoch is not None,
+        )
+    except (ValueError, TypeError) as exc:  # Lightning refusing a --trainer.* value it does not type-check
+        raise ConfigError(f"{' '.join(str(exc).split())[:300]} (check the --trainer.* flags)") from None
+    resolved = {
+        "data": dict(datamodule.hparams),
+        "model": {k: v for k, v in model.hparams.items() if k != "image_size"},
+        **settings,
+        "run_name": run.name,
+    }
+    if is_main_process():
+        print(datamodule.summary)
+        if note := precision_note(trainer):
+            print(note)
+        if feature_note:
+            print(f"{feature_note} in {feature_seconds:.1f} s")
+        os.environ[RUN_NAME_ENV] = run.name
+        remove_stale_temporaries(run.checkpoints)  # from a run killed while writing a checkpoint
+        if not trainer.fast_dev_run:  # a debugging run records nothing
+            atomic_write_text(run.config_file, yaml.safe_dump(resolved, sort_keys=False))
+            write_hparams_summary(trainer.logger, resolved)
+        if ckpt is not None:
+            print(f"Resuming {run.path} from {ckpt}")
+            done = int(read_checkpoint(ckpt)["epoch"]) + 1
+            if done >= trainer.max_epochs:
+                print(
+                    f"{run.name} has trained {done} epoch(s) already (--trainer.max_epochs {trainer.max_epochs}): "
+                    "nothing to train, so it is only tested again. Give a larger --trainer.max_epochs to train further."
+                )
+    fit_start = time.perf_counter()
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+    except SIGTERMException:  # SIGTERM before training began (Lightning's own handler): nothing new to save
+        raise Interrupted(f"stopped by SIGTERM before training began; {run.path} is unchanged.", 128 + 15) from None
+    except Diverged as stop:
+        lr = model.hparams.lr
+        raise ConfigError(
+            f"{stop}: the run diverged. Try a lower learning rate (--model.lr {lr:g} now, e.g. {lr / 10:g}); "
+            f"the last good checkpoint is {run.last_ckpt}."
+        ) from None
+    except (OSError, RuntimeError) as exc:
+        if not _is_write_failure(exc):
+            raise
+        raise ConfigError(
+            f"could not write in {run.path} ({' '.join(str(exc).split())[:160]}): free some space there or "
+            f"pick another --logs_dir; what was saved resumes with --ckpt_path last --run_name {run.name}."
+        ) from None
+    except TrainingInterrupted as stop:
+        raise Interrupted(
+            f"{stop}; saved {run.last_ckpt}. Resume with: "
+            f"python scripts/train.py --ckpt_path last --run_name {run.name}",
+            exit_code=128 + stop.signum,
+        ) from None
+    fit_seconds = time.perf_counter() - fit_start + feature_seconds
+    if trainer.fast_dev_run:
+        return _dev_run_test(trainer, model, datamodule, run)
+
+    best_path = Path(best.best_model_path) if best.best_model_path else run.best_ckpt
+    test_path = run.last_ckpt if test_checkpoint == "last" else best_path
+    tested = trainer.test(model, datamodule=datamodule, ckpt_path=str(test_path), weights_only=True, verbose=False)[0]
+    # Read back from the files: under ddp_spawn this process's trainer did not run the loops itself.
+    best_saved, last_saved = read_checkpoint(best_path), read_checkpoint(run.last_ckpt)
+    metrics = {
+        "best_epoch": int(best_saved["epoch"]) + 1,  # 1-based: "the 12th epoch"
+        "epochs_trained": int(last_saved["epoch"]) + 1,
+        "tested_checkpoint": str(test_path),
+        "global_step": int(last_saved["global_step"]),
+        # this process's trainer.fit, plus a linear probe's one-off feature extraction (a resumed run's later part only)
+        "fit_seconds": fit_seconds,
+        "feature_seconds": feature_seconds,
+        "val/acc": float(best_saved["callbacks"][best.state_key]["best_model_score"]),
+        **{k: float(v) for k, v in tested.items()},
+        "best_checkpoint": str(best_path),
+        "run_dir": str(run.path),
+        "test_is_carved": datamodule.test_is_carved,
+    }
+    if is_main_process():
+        atomic_write_text(run.metrics_file, json.dumps(metrics, indent=2))
+        print(_results_table(metrics))
+    return metrics
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    """A full or read-only disk, as Python (OSError) or torch's serializer (RuntimeError) reports it."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM)
+    text = str(exc).lower()
+    return any(word in text for word in ("no space", "read-only", "failed writing", "file write failed"))
+
+
+def _dev_run_test(trainer: L.Trainer, model: CatDogClassifier, datamodule: CatDogDataModule, run) -> dict:
+    """``--trainer.fast_dev_run``: one test batch on the weights as they are; no checkpoint, no metrics.json."""
+    tested = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+    if is_main_process():
+        if not run.last_ckpt.exists():  # a new run: its folder held nothing but what this start made
+            shutil.rmtree(run.path, ignore_errors=True)
+        print(
+            "\nfast_dev_run: a few batches of training, validation and test ran without errors; nothing was saved "
+            "(no checkpoints, no metrics.json, no run directory): their numbers mean nothing."
+        )
+    return {k: float(v) for k, v in tested.items()}

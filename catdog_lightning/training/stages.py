@@ -1,0 +1,75 @@
+"""A trained checkpoint through one of Lightning's other stages: ``train.py validate|test|predict``.
+
+The checkpoint's own data settings (updated by the ``--data.*`` flags given) build the DataModule, and an
+evaluating Trainer (no logger, no checkpoints, every image once) runs the LightningModule's own steps, so
+the numbers are the ones training reported. evaluate.py scores through the same pieces.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from ..data import CatDogDataModule
+from ..errors import ConfigError
+from ..models.loading import load_model
+from ..storage.checkpoints import read_checkpoint
+from ..storage.runs import DEFAULT_LOGS_DIR, resolve_checkpoint
+from .trainer import TRAINER_DEFAULTS, quiet_known_warnings
+
+
+def checkpoint_data(saved: dict, data: dict | None = None) -> CatDogDataModule:
+    """A DataModule with a (read) checkpoint's own data settings, updated by ``data``."""
+    return CatDogDataModule(**{**saved.get("datamodule_hyper_parameters", {}), **(data or {})})
+
+
+def evaluator(trainer: dict, **options) -> L.Trainer:
+    """A Trainer that only evaluates: no logger, no checkpoints, every image once (no distributed sampler)."""
+    return L.Trainer(**trainer, logger=False, enable_checkpointing=False, use_distributed_sampler=False, **options)
+
+
+def predicted_probabilities(
+    ckpt_path: str | os.PathLike, saved: dict, datamodule: CatDogDataModule, evaluating: L.Trainer
+) -> torch.Tensor:
+    """P(cat) of every image of the DataModule's test split, in order, from Lightning's ``trainer.predict``."""
+    return torch.cat(evaluating.predict(load_model(ckpt_path, saved), datamodule=datamodule)).cpu().float()
+
+
+def evaluate_checkpoint(
+    ckpt_path: str | Path, data: dict | None = None, trainer: dict | None = None, stage: str = "test"
+) -> dict:
+    """The LightningModule's own metrics of a checkpoint on its test (or ``stage="validate"``: validation)
+    images, under any Trainer (e.g. several DDP processes). The data settings are the checkpoint's, updated
+    by ``data``."""
+    saved = read_checkpoint(ckpt_path)
+    evaluating = evaluator({**TRAINER_DEFAULTS, **(trainer or {})})
+    run = evaluating.test if stage == "test" else evaluating.validate
+    metrics = run(load_model(ckpt_path, saved), datamodule=checkpoint_data(saved, data), verbose=False)[0]
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def stage_command(stage: str, flags: dict) -> None:
+    """``train.py validate|test|predict --ckpt_path PATH|last|best``: one stage of a trained checkpoint.
+
+    validate and test print the LightningModule's metrics; predict prints P(cat) for each test image.
+    """
+    quiet_known_warnings()
+    if not flags.get("ckpt_path"):
+        raise ConfigError(f"{stage} needs --ckpt_path: a checkpoint file, last or best (of the latest run).")
+    logs_dir = flags.get("logs_dir") or DEFAULT_LOGS_DIR
+    ckpt = str(resolve_checkpoint(flags["ckpt_path"], logs_dir, flags.get("run_name")))
+    trainer = {**TRAINER_DEFAULTS, "enable_progress_bar": False, **(flags.get("trainer") or {})}
+    if stage in ("validate", "test"):
+        metrics = evaluate_checkpoint(ckpt, flags.get("data"), trainer, stage)
+        print(f"{stage} metrics of {ckpt}")
+        for key, value in sorted(metrics.items()):
+            print(f"  {key:<12} {value:.4f}")
+        return
+    saved = read_checkpoint(ckpt)
+    datamodule = checkpoint_data(saved, flags.get("data"))
+    probs = predicted_probabilities(ckpt, saved, datamodule, evaluator(trainer)).tolist()
+    for path, p in zip(datamodule.test_set.paths, probs, strict=True):
+        print(f"{path}\t{p:.4f}\t{'cat' if p > 0.5 else 'dog'}")

@@ -1,0 +1,187 @@
+"""The Trainer a run uses: its loggers (TensorBoard first, then --trainer.logger), checkpoints, callbacks
+(ours, then --trainer.callbacks), the HPARAMS summary, and the warnings nobody can act on."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, ProgressBar
+from lightning.pytorch.core.saving import save_hparams_to_yaml
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+from ..errors import ConfigError
+from ..storage.atomic import TMP_SUFFIX
+from ..storage.checkpoints import AtomicCheckpointIO
+from ..storage.runs import RunDirectory
+from .progress import progress_bar
+from .tensorboard import TensorBoardPictures
+
+DEFAULT_SEED = 42
+# Our defaults where they differ from Lightning's (its max_epochs is 1000).
+TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 20, "accelerator": "auto", "devices": "auto"}
+# The columns users sort runs by in TensorBoard's HPARAMS tab (the best validation accuracy, not the last).
+HPARAM_METRICS = ("val/acc_best", "test/acc", "test/auroc", "val/acc", "val/loss")
+
+
+class RunLogger(TensorBoardLogger):
+    """Lightning's TensorBoard logger, with ``hparams.yaml`` written atomically like every other run file
+    (Lightning writes it in place; a kill mid-write would leave it torn)."""
+
+    def save(self) -> None:
+        path = Path(self.log_dir) / self.NAME_HPARAMS_FILE
+        if path.parent.is_dir() and not path.is_file():
+            tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+            save_hparams_to_yaml(tmp, self.hparams)
+            os.replace(tmp, path)
+        super().save()  # finds the file written, and flushes the events
+
+
+def hparams_table(config: dict) -> dict[str, int | float | str | bool]:
+    """Every resolved setting as one flat row of HPARAMS: data, model, trainer and the top-level ones."""
+    flat: dict[str, int | float | str | bool] = {}
+    for key, value in config.items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, item in items:
+            name = f"{key}.{sub}" if sub is not None else key
+            flat[name] = item if isinstance(item, (int, float, str, bool)) else str(item)
+    return flat
+
+
+def write_hparams_summary(logger: TensorBoardLogger, config: dict) -> None:
+    """Tell TensorBoard's HPARAMS tab every setting and which scalars to show beside it (not hp_metric = -1)."""
+    writer = logger.experiment._get_file_writer()
+    for summary in hparams_summary(hparams_table(config), {name: 0.0 for name in HPARAM_METRICS}):
+        writer.add_summary(summary)
+
+
+def instantiate(specs, flag: str) -> list:
+    """Objects from LightningCLI-style ``{"class_path": ..., "init_args": {...}}`` specs (one, or a list).
+
+    A bare class name is looked up among Lightning's callbacks and loggers; anything else needs its full
+    import path (``mypackage.MyCallback``).
+    """
+    if specs is None or specs is False or specs is True:  # True/False: Lightning's own switch, ours stays on
+        return []
+    out = []
+    for spec in specs if isinstance(specs, list) else [specs]:
+        if not isinstance(spec, dict) or "class_path" not in spec:
+            raise ConfigError(f"{flag}: give class_path (and init_args), e.g. {{class_path: CSVLogger, ...}}.")
+        path = str(spec["class_path"])
+        module_name, _, name = path.rpartition(".")
+        modules = [module_name] if module_name else ["lightning.pytorch.callbacks", "lightning.pytorch.loggers"]
+        found = None
+        for module in modules:
+            try:
+                found = getattr(importlib.import_module(module), name, None)
+            except ImportError:
+                found = None
+            if found is not None:
+                break
+        if found is None:
+            raise ConfigError(f"{flag}: cannot import {path}; give the full import path, e.g. mypackage.MyCallback.")
+        try:
+            out.append(found(**(spec.get("init_args") or {})))
+        except (TypeError, ValueError, ImportError) as exc:  # bad init_args, or a package it needs is missing
+            raise ConfigError(f"{flag} {path}: {' '.join(str(exc).split())[:200]}") from None
+    return out
+
+
+def build_trainer(
+    run: RunDirectory,
+    trainer_cfg: dict,
+    callbacks: list[L.Callback],
+    log_images: bool = True,
+    early_stopping_patience: int = 0,
+    lr_monitor: bool = False,
+) -> tuple[L.Trainer, ModelCheckpoint]:
+    # TensorBoard always, first (trainer.logger: the pictures and HPARAMS go there); --trainer.logger adds more.
+    logger = RunLogger(save_dir=str(run.logs_dir), name="", version=run.name, default_hp_metric=False)
+    extra_loggers = instantiate(trainer_cfg.pop("logger", None), "--trainer.logger")
+    extra_callbacks = instantiate(trainer_cfg.pop("callbacks", None), "--trainer.callbacks")
+    if trainer_cfg.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in extra_callbacks):
+        extra_callbacks.append(progress_bar())
+    best = ModelCheckpoint(
+        dirpath=run.checkpoints,
+        filename="best",
+        monitor="val/acc",
+        mode="max",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    # A second, unmonitored checkpoint rewritten after every epoch: save_last on the monitored one
+    # only writes when a new best is saved, which leaves a stale last.ckpt.
+    last = ModelCheckpoint(
+        dirpath=run.checkpoints, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+    )
+    plugins = trainer_cfg.pop("plugins", None) or []
+    trainer = L.Trainer(
+        **trainer_cfg,
+        logger=[logger, *extra_loggers] if extra_loggers else logger,
+        callbacks=[
+            best,
+            last,
+            *([TensorBoardPictures()] if log_images else []),
+            *(
+                [EarlyStopping("val/acc", mode="max", patience=early_stopping_patience)]
+                if early_stopping_patience
+                else []
+            ),
+            # The learning rate of every parameter group, when a schedule (or fine-tuning) changes it.
+            *([LearningRateMonitor()] if lr_monitor else []),
+            *callbacks,
+            *extra_callbacks,
+        ],
+        plugins=[*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()],
+        # The DataModule shards each process's images itself, without DistributedSampler's padding.
+        use_distributed_sampler=False,
+        default_root_dir=str(run.logs_dir),
+    )
+    return trainer, best
+
+
+def cpu_has_fast_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU computes in bf16 natively (x86 AVX512-BF16 or AMX, Arm's BF16); None where unknown."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return None
+    flags = {f for line in text.splitlines() if line.startswith(("flags", "Features")) for f in line.split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def precision_note(trainer: L.Trainer, cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """One line when bf16 was asked for on a CPU that only emulates it (slower than 32-true there)."""
+    on_cpu = trainer.strategy.root_device.type == "cpu"
+    if not (str(trainer.precision).startswith("bf16") and on_cpu and cpu_has_fast_bf16(cpuinfo) is False):
+        return None
+    return (
+        f"Note: --trainer.precision {trainer.precision} on a CPU without bf16 instructions (AVX512-BF16/AMX) is "
+        "emulated and usually slower than fp32 here: --trainer.precision 32-true trains faster."
+    )
+
+
+def quiet_known_warnings() -> None:
+    # Batches come from an in-memory tensor: DataLoader workers would only add start-up time.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+    # Under DDP our epoch values come from torchmetrics, which already synchronised them across processes.
+    warnings.filterwarnings("ignore", ".*It is recommended to use `self.log\\(.*sync_dist=True.*")
+    # Resuming writes into the run's own checkpoints/ folder on purpose.
+    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+    # The test after fit meets the fine-tuning callback the model supplies (configure_callbacks) a second time.
+    warnings.filterwarnings("ignore", ".*configure_callbacks` will override existing callbacks.*")
+    # Mid-epoch resumes are exact without a stateful DataLoader: EpochSeeder and the sampler continue the epoch.
+    warnings.filterwarnings("ignore", ".*ended before the epoch ended and your dataloader is not resumable.*")
+    # A frozen pretrained backbone is kept in eval mode on purpose (CatDogClassifier.train).
+    warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode at the start of training.*")
+    # The model summary only estimates its size in MB under bf16; the parameter counts are right.
+    warnings.filterwarnings("ignore", ".*is not supported by the model summary.*")
+    # Raised inside Lightning 2.6 itself on torch >= 2.10; nothing a user can act on.
+    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")

@@ -1,0 +1,158 @@
+"""The command line: flags reach train(), and every user mistake is one line with exit code 2."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from helpers import ROOT
+
+from catdog_lightning import cli
+
+SCRIPT = ROOT / "scripts" / "train.py"
+
+
+def run_script(*args, cwd):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_help_lists_the_documented_flags(tmp_path):
+    out = run_script("--help", cwd=tmp_path)
+    assert out.returncode == 0
+    for flag in [
+        "--data.data_dir",
+        "--data.batch_size",
+        "--data.image_size",
+        "--data.val_fraction",
+        "--data.num_workers",
+        "--data.augment",
+        "--data.min_crop_scale",
+        "--data.cache",
+        "--data.cache_dir",
+        "--model.hidden_dims",
+        "--model.activation",
+        "--model.lr",
+        "--model.weight_decay",
+        "--trainer.max_epochs",
+        "--trainer.accelerator",
+        "--trainer.devices",
+        "--seed_everything",
+        "--config",
+        "--print_config",
+        "--ckpt_path",
+        "--run_name",
+    ]:
+        assert flag in out.stdout, flag
+
+
+def test_print_config_shows_defaults_and_overrides(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.parse_flags(["--model.lr", "0.01", "--print_config"])
+    assert exit_.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["lr"] == 0.01 and config["model"]["hidden_dims"] == [256, 64]
+    assert config["data"]["batch_size"] == 32 and config["data"]["image_size"] == 64
+    assert config["trainer"]["max_epochs"] == 20 and config["trainer"]["accelerator"] == "auto"
+
+
+def test_only_given_flags_are_passed_on(tmp_path):
+    (tmp_path / "c.yaml").write_text("model:\n  lr: 0.005\ntrainer:\n  max_epochs: 3\n")
+    given = cli.parse_flags(["--config", str(tmp_path / "c.yaml"), "--trainer.max_epochs", "5", "--ckpt_path", "last"])
+    assert given == {
+        "model": {"lr": 0.005},
+        "trainer": {"max_epochs": 5},
+        "ckpt_path": "last",
+        "logs_dir": "lightning_logs",
+    }
+
+
+def test_shipped_cnn_configs_are_the_results_tables_rows_and_differ_only_in_size_and_epochs():
+    from catdog_lightning.lab.rows import ROWS_BY_KEY
+
+    configs = SCRIPT.parents[1] / "configs"
+    assert ROWS_BY_KEY["cnn"].flags == ("--config", "configs/cnn.yaml")
+    assert ROWS_BY_KEY["cnn_fast"].flags == ("--config", "configs/cnn-fast.yaml")
+    cnn, fast = (cli.parse_flags(["--config", str(configs / name)]) for name in ("cnn.yaml", "cnn-fast.yaml"))
+    assert (cnn["trainer"].pop("max_epochs"), fast["trainer"].pop("max_epochs")) == (90, 70)
+    assert (cnn["data"].pop("image_size"), fast["data"].pop("image_size")) == (96, 64)
+    assert cnn == fast and cnn["trainer"]["precision"] == "bf16-mixed"
+    quicker = cli.parse_flags(
+        ["--config", str(configs / "cnn.yaml"), "--trainer.max_epochs", "3", "--data.data_dir", "p"]
+    )
+    assert quicker["trainer"] == {"max_epochs": 3, "precision": "bf16-mixed"} and quicker["data"]["data_dir"] == "p"
+    assert quicker["model"]["convs_per_block"] == 2  # the rest of the recipe stays
+
+
+def test_flags_reach_train(tiny_dataset, tmp_path):
+    """The command line through to a real run: the settings train() used, read back from its files."""
+    logs = tmp_path / "logs"
+    argv = ["--data.data_dir", str(tiny_dataset), "--data.image_size", "16", "--data.cache_dir", str(tmp_path / "c"),
+            "--model.hidden_dims", "[32, 8]", "--model.activation", "tanh", "--model.lr", "0.003",
+            "--seed_everything", "3", "--run_name", "x", "--logs_dir", str(logs), "--trainer.max_epochs", "1",
+            "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    assert cli.main(argv) == 0
+    saved = yaml.safe_load((logs / "x" / "config.yaml").read_text())
+    assert saved["data"]["data_dir"] == str(tiny_dataset) and saved["data"]["image_size"] == 16
+    assert saved["seed_everything"] == 3 and saved["trainer"]["max_epochs"] == 1
+    hparams = torch.load(logs / "x" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
+    assert hparams["hidden_dims"] == [32, 8] and hparams["activation"] == "tanh" and hparams["lr"] == 0.003
+    assert hparams["image_size"] == 16  # the net's input follows --data.image_size
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--model.lr", "-1"], "--model.lr must be positive"),
+        (["--model.hidden_dims", "[]"], "--model.hidden_dims must be a non-empty list"),
+        (["--data.val_fraction", "1.5"], "--data.val_fraction must be in [0, 1)"),
+        (["--data.val_fraction", "0"], "--data.val_fraction 0 leaves no validation images"),
+        (["--model.activation", "gelu"], "--model.activation"),
+        (["--model.lr", "abc"], "--model.lr: expected a number, got abc"),
+        (["--trainer.max_epoch", "3"], "unrecognized arguments: --trainer.max_epoch"),  # no silent prefixes
+        (["--no_such_flag", "1"], "unrecognized arguments"),
+        (["--data.data_dir", "does/not/exist"], "does/not/exist does not exist"),
+        (["--ckpt_path", "last"], "--ckpt_path last: no checkpoints/last.ckpt"),
+        (["--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(argv, expected, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_error_from_a_real_process_has_no_traceback(tmp_path):
+    (tmp_path / "only_cats" / "train" / "cat").mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "only_cats" / "train" / "cat" / "a.jpg")
+    out = run_script("--data.data_dir", "only_cats", "--data.cache", "false", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("error: ") and "only cat images" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_log_file_gets_one_readable_line_per_epoch(tiny_config, tmp_path):
+    """stdout into a file: no carriage-return redraws, no banners or tips, one line per epoch with its metrics."""
+    data = tiny_config["data"]
+    out = run_script(
+        "--data.data_dir", data["data_dir"], "--data.image_size", "16", "--data.cache_dir", data["cache_dir"],
+        "--model.hidden_dims", "[16, 8]", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "12",
+        "--logs_dir", tiny_config["logs_dir"], cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    log = out.stdout
+    assert "\r" not in log and "\x1b" not in log and len(log.encode()) < 5000
+    assert "Tip" not in log + out.stderr and "GPU available" not in log + out.stderr
+    epochs = [line for line in log.splitlines() if line.startswith("Epoch ")]
+    assert [line.split(":")[0] for line in epochs] == [f"Epoch {i}" for i in range(12)]
+    assert all("val/acc=" in line and "train/loss=" in line for line in epochs)
+    assert "Results (test metrics" in log
+
+
+def test_a_data_error_is_the_only_line(tmp_path):
+    out = run_script("--data.data_dir", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: --data.data_dir")
