@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SIZES = (2000, 10000, 25000)
 TEST_IMAGES = 200  # each run still tests at its end: kept small, the growth is in train/
 EPOCHS = 4
-# This VM's speed drifts by 20-30% over minutes: every folder is measured in each of two rounds (the sizes
+# A VM's speed drifts over minutes (docs/performance.md): every folder is measured in each of two rounds (the sizes
 # in turn), and each cost is the lower of its two readings.
 ROUNDS = 2
 # (key, column title, unit) of each cost that must grow no faster than linearly

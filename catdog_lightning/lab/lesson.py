@@ -8,7 +8,7 @@ accuracy on test/.
 
 ``decode_once=True`` builds the same tensors once before the first epoch. The loader draws its
 shuffle from the same global RNG and nothing else touches it, so the run is bit for bit the same
-(tests/test_lesson.py checks), minus the ~4 s of decoding per epoch on a 2-core CPU.
+(tests/lab/test_lesson.py checks), minus the decoding of every epoch (docs/RESULTS.md says how long).
 """
 
 from __future__ import annotations

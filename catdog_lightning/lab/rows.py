@@ -60,7 +60,7 @@ ROWS = (
         "--seed",
         data_flag="--data_dir",
         notes="MLP 12288-256-64-1, BCE, Adam 1e-3, batch 32, 200 epochs on all 2,000 train photos. "
-        "`--decode_once true` gives the same weights bit for bit as decoding every epoch (tests/test_lesson.py) "
+        "`--decode_once true` gives the same weights bit for bit as decoding every epoch (tests/lab/test_lesson.py) "
         "and skips ~4.4 s of decoding an epoch (2.4 s an epoch instead of the 6.8 s that benchmark.py measures "
         "for the program as written, which would take ~23 min for the 200 epochs)",
     ),

@@ -290,7 +290,7 @@ class CatDogClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         # fused: one kernel for all parameters instead of a Python loop over them; the same Adam maths,
-        # and 3-4x faster steps for this 3.2M-parameter MLP on a CPU.
+        # and several times faster steps for the lesson's MLP on a CPU (docs/performance.md).
         fused = self.device.type in ("cpu", "cuda")
         hp = self.hparams
         make = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[hp.optimizer]

@@ -2,11 +2,11 @@
 
 glibc serves allocations above a threshold (at most 32 MB) with fresh ``mmap`` pages and unmaps them on
 free. A convolutional network on a CPU allocates activations of that size on every step, so each step
-page-faults its memory in again: in a 224-pixel EfficientNet-Lite0 probe run that was 60 s of system time
-in 90 s, and raising the threshold made feature extraction 1.5x faster (61 -> 94 images/s, 2 cores).
-The price is a process that keeps its peak memory: :func:`release_freed_memory` goes back to glibc's
-defaults and hands the freed memory back, for phases that no longer need the speed (a linear probe's head
-trains on cached features, so it drops the feature extraction's ~300 MB this way).
+page-faults its memory in again: most of a 224-pixel probe's feature extraction was system time, and
+raising the threshold made it markedly faster (docs/performance.md). The price is a process that keeps its
+peak memory: :func:`release_freed_memory` goes back to glibc's defaults and hands the freed memory back, for
+phases that no longer need the speed (a linear probe's head trains on cached features, so it drops the
+feature extraction's memory this way).
 """
 
 from __future__ import annotations

@@ -101,9 +101,9 @@ class TensorBoardPictures(L.Callback):
 
 
 def add_picture(writer, tag: str, img: Image.Image, step: int, photo: bool = False) -> None:
-    """Log ``img`` as a TensorBoard image, encoded for speed: SummaryWriter.add_image spends ~70 ms
-    compressing a PNG of photos, several % of an epoch here. Photos go as JPEG (~3 ms), drawings
-    (flat colours, text) as quickly compressed PNG."""
+    """Log ``img`` as a TensorBoard image, encoded for speed: SummaryWriter.add_image compresses a PNG of
+    photos slowly enough to show in a small model's epoch time. Photos go as JPEG, drawings (flat colours,
+    text) as quickly compressed PNG (measured: docs/performance.md)."""
     buffer = io.BytesIO()
     if photo:
         img.convert("RGB").save(buffer, format="JPEG", quality=90)

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from argparse import ArgumentError
 
 import pytest
 import torch
@@ -82,6 +83,19 @@ def test_shipped_cnn_configs_are_the_results_tables_rows_and_differ_only_in_size
     )
     assert quicker["trainer"] == {"max_epochs": 3, "precision": "bf16-mixed"} and quicker["data"]["data_dir"] == "p"
     assert quicker["model"]["convs_per_block"] == 2  # the rest of the recipe stays
+
+
+def test_the_arch_flag_offers_exactly_the_models_architectures():
+    from typing import get_args
+
+    from catdog_lightning.models.classifier import ARCHS, Arch
+
+    assert get_args(Arch) == ARCHS and {"mlp", "cnn", "efficientnet_lite0", "resnet18"} <= set(ARCHS)
+    parser = cli.build_parser()
+    for arch in ARCHS:
+        assert parser.parse_args(["--model.arch", arch]).model.arch == arch
+    with pytest.raises(ArgumentError):
+        parser.parse_args(["--model.arch", "vgg16"])
 
 
 def test_flags_reach_train(tiny_dataset, tmp_path):

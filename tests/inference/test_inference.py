@@ -225,17 +225,17 @@ def test_load_classifier_api(trained, tmp_path):
         load_classifier(tmp_path / "broken.jpg")
 
 
-def test_readme_export_snippet_runs_as_written(trained, tiny_dataset, tmp_path, monkeypatch, capsys):
+def test_docs_export_snippet_runs_as_written(trained, tiny_dataset, tmp_path, monkeypatch, capsys):
     pytest.importorskip("onnxruntime")
     ckpt, _, _ = trained
-    readme = (ROOT / "README.md").read_text()
-    snippet = readme.split("<!-- export-snippet -->")[1].split("```python")[1].split("```")[0]
+    page = (ROOT / "docs" / "using.md").read_text()
+    snippet = page.split("<!-- export-snippet -->")[1].split("```python")[1].split("```")[0]
     monkeypatch.chdir(tmp_path)
     assert export_main(["--ckpt_path", str(ckpt), "--format", "onnx", "--output", "model.onnx"]) == 0
     cat = next(iter(sorted((tiny_dataset / "test" / "cat").iterdir())))
     (tmp_path / "cat.jpg").write_bytes(cat.read_bytes())
     capsys.readouterr()
-    exec(compile("\n".join(line[2:] for line in snippet.splitlines()), "README snippet", "exec"), {})
+    exec(compile("\n".join(line[2:] for line in snippet.splitlines()), "docs/using.md snippet", "exec"), {})
     label, p_cat = capsys.readouterr().out.split()
     expected = load_classifier(ckpt).predict([str(cat)])[0]
     assert label == expected.label and float(p_cat) == pytest.approx(expected.p_cat, abs=1e-5)
