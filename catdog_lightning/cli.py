@@ -1,9 +1,9 @@
-"""The command line of ``scripts/train.py``: LightningCLI-style flags, friendly errors.
+"""The product's command lines: LightningCLI-style flags, friendly errors.
 
-jsonargparse builds the ``--data.*``, ``--model.*`` and ``--trainer.*`` flags from the signatures
-of ``CatDogDataModule``, ``CatDogClassifier`` and ``lightning.Trainer`` (as LightningCLI does), so
-their docstrings are the help text. Only the flags actually given are passed on to ``train()``, so
-a resumed run keeps its saved settings unless a flag overrides them.
+train.py's flags are a run's settings (:mod:`catdog_lightning.training.settings` builds them from the
+signatures of the DataModule, the LightningModule and ``lightning.Trainer``, as LightningCLI does). Only
+the flags actually given are passed on to ``train()``, so a resumed run keeps its saved settings unless a
+flag overrides them.
 
 The parsers of the product's commands (train, predict, evaluate, export) live here, and nothing else does:
 each command's body is with its subject. The lab's programs have their own parsers in ``lab/cli.py``.
@@ -13,111 +13,54 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import threading
 from argparse import ArgumentError
 from collections.abc import Callable, Sequence
-from typing import Literal
+from pathlib import Path
 
-import lightning as L
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from .errors import Interrupted, UserError
-
-# Trainer arguments train() sets itself.
-# (--trainer.callbacks and --trainer.logger add to ours: TensorBoard and the checkpoints are always there.)
-_TRAINER_OWNED = {"default_root_dir", "enable_checkpointing", "use_distributed_sampler"}
-
-
-def new_parser(prog: str, description: str) -> ArgumentParser:
-    """Errors come back to :func:`run_cli` as one line; no abbreviations (--trainer.max_epoch is a typo)."""
-    return ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False)
-
-
-def build_parser() -> ArgumentParser:
-    from .data import CatDogDataModule
-    from .models import CatDogClassifier
-    from .storage.runs import DEFAULT_LOGS_DIR
-    from .training.trainer import DEFAULT_SEED, TRAINER_DEFAULTS
-
-    parser = new_parser(
-        "train.py",
-        "Train the cat/dog classifier, then test its best checkpoint. With no flags: the built-in "
-        "synthetic dataset. Runs go to lightning_logs/<run_name>/; watch: tensorboard --logdir lightning_logs",
-    )
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML config file (e.g. a run's config.yaml)")
-    parser.add_class_arguments(CatDogDataModule, "data")
-    parser.add_class_arguments(CatDogClassifier, "model", skip={"image_size"})  # follows --data.image_size
-    parser.add_class_arguments(L.Trainer, "trainer", skip=_TRAINER_OWNED)
-    parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
-    parser.add_argument("--seed_everything", type=int, default=DEFAULT_SEED, help="seed for weights and shuffling")
-    parser.add_argument(
-        "--ckpt_path",
-        type=str | None,
-        default=None,
-        help="resume: 'last' (the most recent run, or --run_name's) or a checkpoint file",
-    )
-    parser.add_argument(
-        "--run_name",
-        type=str | None,
-        default=None,
-        help="run directory name under --logs_dir (default: the next version_N)",
-    )
-    parser.add_argument("--logs_dir", type=str, default=DEFAULT_LOGS_DIR, help="where run directories are written")
-    parser.add_argument(
-        "--checkpoint_every_n_steps",
-        type=int,
-        default=0,
-        help="also rewrite last.ckpt every N training steps, for long epochs (0 = off)",
-    )
-    parser.add_argument(
-        "--early_stopping_patience",
-        type=int,
-        default=0,
-        help="stop after N epochs without a better val/acc (0 = off)",
-    )
-    parser.add_argument(
-        "--test_checkpoint",
-        type=Literal["best", "last"],
-        default="best",
-        help="checkpoint the test split measures: best (highest val/acc) or last (the end of training, "
-        "better after a schedule that anneals the learning rate, when a small validation set is noisy)",
-    )
-    parser.add_argument(
-        "--log_images",
-        type=bool,
-        default=True,
-        help="TensorBoard pictures: validation predictions, confusion matrix, PR curve, model graph",
-    )
-    return parser
-
-
-_TYPE_WORDS = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text"}
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    text = text.replace('Parser key "', "--").replace('":', ":", 1) if text.startswith("Parser key") else text
-    # jsonargparse speaks Python ("Expected a <class 'float'>. Got value: abc"); say it in words.
-    return re.sub(
-        r"Expected a <class '(\w+)'>\. Got value: (.*)",
-        lambda m: f"expected {_TYPE_WORDS.get(m.group(1), m.group(1))}, got {m.group(2)}",
-        text,
-    )
+from .storage.yaml_files import load_yaml, read_yaml_file
+from .training.settings import check_class_paths, new_parser, one_line, settings_parser
 
 
 def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None = None) -> dict:
     """The flags given on the command line (and in ``--config``), validated, as a nested dict."""
-    parser = parser or build_parser()
+    parser = parser or settings_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    allowed = flag_values(argv, "--allow_modules")
+    allowed = tuple(str(m) for value in allowed for m in (value if isinstance(value, list) else [value]))
+    for value in flag_values(argv, "--config"):  # read here with limits, and its classes checked, before jsonargparse
+        if isinstance(value, str) and Path(value).is_file():
+            check_class_paths(read_yaml_file(value), value, allowed)
+        else:
+            check_class_paths(value, "--config", allowed)
     parser.parse_args(argv)  # validates every value, and handles --help / --print_config
     given = parser.parse_args(argv, defaults=False).as_dict()
     given.pop("config", None)
+    given.pop("allow_modules", None)  # from the command line alone: a file never allows code for itself
+    if allowed:
+        given["allow_modules"] = list(allowed)
     if "logs_dir" not in given:
         given["logs_dir"] = parser.get_defaults().logs_dir
     return given
+
+
+def flag_values(argv: Sequence[str], flag: str) -> list:
+    """Each value given to ``flag`` in ``argv`` (``flag VALUE`` or ``flag=VALUE``), read as YAML."""
+    values = []
+    for i, token in enumerate(argv):
+        if token == flag and i + 1 < len(argv):
+            text = argv[i + 1]
+        elif token.startswith(f"{flag}="):
+            text = token.split("=", 1)[1]
+        else:
+            continue
+        values.append(text if Path(text).is_file() else load_yaml(text, flag))
+    return values
 
 
 def _quiet_disk_errors_in_threads(args) -> None:
@@ -138,13 +81,13 @@ def run_cli(
     try:
         command(parse(parser, argv) if parse else parse_flags(argv, parser))
     except ArgumentError as exc:
-        print(f"error: {_one_line(exc)} (see --help)", file=sys.stderr)
+        print(f"error: {one_line(exc)} (see --help)", file=sys.stderr)
         return 2
     except UserError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except MisconfigurationException as exc:  # Lightning refusing a --trainer.* value
-        print(f"error: {_one_line(exc)} (check the --trainer.* flags)", file=sys.stderr)
+        print(f"error: {one_line(exc)} (check the --trainer.* flags)", file=sys.stderr)
         return 2
     except Interrupted as stop:
         print(f"\n{stop}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from .datamodule import CatDogDataModule
 from .datasets import DecodedImageDataset
 from .decode import decode_image
+from .overlap import SplitOverlapWarning
 from .scan import CAT, DOG, scan_folder
 from .skipped import SkippedFilesWarning
 from .synthetic import ensure_builtin_dataset, generate_dataset
@@ -13,6 +14,7 @@ __all__ = [
     "CatDogDataModule",
     "DecodedImageDataset",
     "SkippedFilesWarning",
+    "SplitOverlapWarning",
     "decode_image",
     "ensure_builtin_dataset",
     "generate_dataset",

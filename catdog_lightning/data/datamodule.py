@@ -18,11 +18,15 @@ from .augment import flip_and_crop
 from .cache import DecodedImages, default_cache_dir, load_or_decode
 from .datasets import DecodedImageDataset, FeatureDataset
 from .features import Extractor, load_or_extract
+from .overlap import check_overlap
 from .sampling import EpochShardSampler
 from .scan import CAT, ScanResult, scan_labelled_folder
 from .skipped import skipped_files, warn_skipped
 from .split import stratified_split
 from .synthetic import DEFAULT_BUILTIN_DIR, ensure_builtin_dataset
+
+MAX_BATCH_SIZE = 65_536
+MAX_IMAGE_SIZE = 1024  # 1,000 photos at 1024 px are 3 GB decoded
 
 
 def _class_counts(labels: torch.Tensor) -> str:
@@ -46,6 +50,7 @@ class CatDogDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         draft: bool = True,
         normalize: bool = False,
+        strict_splits: bool = False,
     ):
         """Cat/dog photos from ``<data_dir>/train`` and, if present, ``<data_dir>/test``.
 
@@ -66,12 +71,22 @@ class CatDogDataModule(L.LightningDataModule):
             draft: let libjpeg decode large JPEGs at reduced scale before resizing (much faster).
             normalize: standardise each colour channel with the training split's mean and std; the model
                 keeps the statistics, so checkpoints, predict.py and exports apply them too.
+            strict_splits: stop when test or validation images have the same pixels as training images (the
+                same folder given twice, or copied photos); off, a warning counts them.
         """
         super().__init__()
-        if batch_size < 1:
-            raise ConfigError(f"--data.batch_size must be at least 1, got {batch_size}.")
-        if image_size < 8:
-            raise ConfigError(f"--data.image_size must be at least 8, got {image_size} (the lesson uses 64).")
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise ConfigError(
+                f"--data.batch_size must be between 1 and {MAX_BATCH_SIZE:,}, got {batch_size}: a batch is held in "
+                "memory at once (the lesson uses 32)."
+            )
+        if not 8 <= image_size <= MAX_IMAGE_SIZE:
+            raise ConfigError(
+                f"--data.image_size must be between 8 and {MAX_IMAGE_SIZE}, got {image_size}: every photo is kept "
+                "decoded at this size (the lesson uses 64, pretrained networks 224-260)."
+            )
+        if not 0 <= split_seed < 2**32:
+            raise ConfigError(f"--data.split_seed must be between 0 and 2**32 - 1 (NumPy's seeds), got {split_seed}.")
         # val_fraction 0 (no validation) serves the NumPy network, which trains on all of train/ like the lesson.
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"--data.val_fraction must be in [0, 1), got {val_fraction}; try 0.1.")
@@ -184,6 +199,7 @@ class CatDogDataModule(L.LightningDataModule):
                 f"test {len(self.test_set)} carved from train/ (no {self.root / 'test'} folder; "
                 f"--data.test_fraction {self.hparams.test_fraction})"
             )
+        check_overlap(self.train_set, {"test": self.test_set, "validation": self.val_set}, self.hparams.strict_splits)
         source = "cache" if train.from_cache else "decoded"
         self.summary = (
             f"Data: {len(train.labels)} images in {folders[0]} ({_class_counts(train.labels)}, {source}) "

@@ -3,7 +3,8 @@
 Each trial runs ``scripts/train.py`` as a user would, on a small generated dataset, and does something
 unkind to it: ``kill -9`` at a random moment (some land inside checkpoint and config writes) and resumes
 until the run is done; two runs started at the same moment; a resume of a run that is still training;
-a log or cache folder on a tiny full tmpfs (where this machine lets us mount one). It prints faults tried,
+a log or cache folder on a tiny full tmpfs (where this machine lets us mount one); a run folder whose
+config.yaml names code; a kill in epoch 0, before any validation; a YAML bomb. It prints faults tried,
 survived (the run ends with its results, or the refusal is one line with exit code 2) and identical (the
 resumed run's final weights equal those of the same run left alone).
 """
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from ..data.synthetic import generate_dataset
 
@@ -34,6 +36,10 @@ def _command(data: Path, logs: Path, *flags: str) -> list[str]:
         "--trainer.accelerator", "cpu", "--trainer.max_epochs", str(EPOCHS), "--seed_everything", "5",
         "--logs_dir", str(logs), *flags,
     ]  # fmt: skip
+
+
+def _train(data: Path, logs: Path, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(data, logs, *flags), capture_output=True, text=True)
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -109,6 +115,52 @@ def full_disk(data: Path, work: Path, reference: dict) -> tuple[bool, bool] | No
         subprocess.run(["umount", str(mount)], capture_output=True)
 
 
+def code_in_a_run_folder(data: Path, work: Path, reference: dict) -> tuple[bool, bool]:
+    """A finished run's config.yaml edited to name os.system: resuming it must refuse, run nothing, change nothing."""
+    logs, mark = work / "logs", work / "ran"
+    _train(data, logs, "--run_name", "r", "--trainer.max_epochs", "2")
+    config = logs / "r" / "config.yaml"
+    saved = yaml.safe_load(config.read_text())
+    saved["trainer"]["callbacks"] = [{"class_path": "os.system", "init_args": {"command": f"touch {mark}"}}]
+    config.write_text(yaml.safe_dump(saved))
+    before = (logs / "r" / "checkpoints" / "last.ckpt").read_bytes()
+    done = _train(data, logs, "--run_name", "r", "--ckpt_path", "last")
+    survived = _one_line_refusal(done) and "os.system" in done.stderr and not mark.exists()
+    return survived, survived and (logs / "r" / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+def killed_in_epoch_0(data: Path, work: Path, reference: dict) -> tuple[bool, bool]:
+    """kill -9 right after the first step's checkpoint, before any validation, then resume to the end."""
+    logs = work / "logs"
+    last = logs / "r" / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(_command(data, logs, "--run_name", "r", "--checkpoint_every_n_steps", "1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    while not last.exists() and proc.poll() is None:
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    in_epoch_0 = last.exists() and int(torch.load(last, weights_only=True)["epoch"]) == 0
+    done = _train(data, logs, "--run_name", "r", "--ckpt_path", "last")
+    survived = in_epoch_0 and done.returncode == 0 and "Results" in done.stdout
+    return survived, survived and _same(_weights(logs / "r"), reference)
+
+
+def yaml_bomb(data: Path, work: Path, reference: dict) -> tuple[bool, bool]:
+    """A 'billion laughs' --config: one line and exit 2 at once, instead of a process that never ends."""
+    work.mkdir(parents=True)
+    bomb = work / "bomb.yaml"
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)]
+    bomb.write_text("\n".join(lines).replace("a: &a", "data: &a", 1) + "\n")
+    try:
+        done = subprocess.run(_command(data, work / "logs", "--config", str(bomb)), capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return False, False
+    survived = _one_line_refusal(done) and "billion laughs" in done.stderr
+    return survived, survived
+
+
 def run_stress(args: dict) -> None:
     """scripts/stress.py: ``--trials`` kill -9 trials plus one of each other fault; prints the tally."""
     rng = random.Random(args["seed"])
@@ -135,5 +187,8 @@ def run_stress(args: dict) -> None:
     record("two runs started together", concurrent_starts(data, base / "concurrent", reference))
     record("resume of a live run", resume_of_a_live_run(data, base / "live", reference))
     record("full disk (tmpfs)", full_disk(data, base / "disk", reference))
+    record("code named in a run's config.yaml", code_in_a_run_folder(data, base / "code", reference))
+    record("kill -9 in epoch 0, then resume", killed_in_epoch_0(data, base / "epoch0", reference))
+    record("YAML bomb in --config", yaml_bomb(data, base / "bomb", reference))
     print(f"faults tried {tally['tried']} / survived {tally['survived']} / identical {tally['identical']}")
     shutil.rmtree(base, ignore_errors=True)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .layers import refuse_oversized
 
 
 class SmallCNN(nn.Module):
@@ -27,6 +28,9 @@ class SmallCNN(nn.Module):
             raise ConfigError(f"--model.dropout must be in [0, 1), got {dropout}.")
         if convs_per_block < 1:
             raise ConfigError(f"--model.convs_per_block must be at least 1, got {convs_per_block}.")
+        widths = [3, *(int(c) for c in channels)]
+        refuse_oversized(sum(9 * a * b * convs_per_block for a, b in zip(widths, widths[1:], strict=False)),
+                         "--model.channels")  # fmt: skip
         blocks: list[nn.Module] = []
         previous = 3
         for width in map(int, channels):

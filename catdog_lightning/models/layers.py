@@ -6,6 +6,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+
+MAX_PARAMETERS = 1_000_000_000  # 4 GB of fp32 weights, before gradients and optimiser state
+
+
+def refuse_oversized(parameters: int, flag: str) -> None:
+    """A network too large to allocate is one line naming the flag, not an allocator's traceback."""
+    if parameters > MAX_PARAMETERS:
+        raise ConfigError(
+            f"{flag}: that network would hold {parameters:,} weights, over {MAX_PARAMETERS:,} (4 GB before "
+            "gradients and optimiser state); choose smaller sizes."
+        )
+
 
 class Standardize(nn.Module):
     """``(x - mean) / std`` per colour channel of ``N x C x H x W`` images.

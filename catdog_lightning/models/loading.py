@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import ConfigError
-from ..storage.checkpoints import read_checkpoint
+from ..storage.checkpoints import first_nonfinite, read_checkpoint
 from .classifier import CatDogClassifier
 
 
@@ -24,12 +24,11 @@ def load_model(ckpt_path: str | os.PathLike, saved: dict | None = None) -> CatDo
     except (TypeError, RuntimeError, ValueError, MemoryError, OverflowError) as exc:
         reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise ConfigError(f"--ckpt_path {ckpt_path}: not a checkpoint of this model ({reason}).") from None
-    broken = [
-        name for name, value in model.state_dict().items() if value.is_floating_point() and not value.isfinite().all()
-    ]
-    if broken:
+    # The network's weights and input statistics; metric states are not weights (the best-so-far starts at -inf).
+    broken = first_nonfinite({"net": model.net.state_dict(), "standardize": model.standardize.state_dict()})
+    if broken is not None:
         raise ConfigError(
-            f"--ckpt_path {ckpt_path}: its weights are not finite (NaN or Inf in {broken[0]}): the run diverged "
+            f"--ckpt_path {ckpt_path}: its weights are not finite (NaN or Inf in {broken}): the run diverged "
             "before this checkpoint was saved; use an earlier one, or retrain with a lower --model.lr."
         )
     return model.eval()

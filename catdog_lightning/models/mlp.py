@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .layers import refuse_oversized
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
@@ -33,6 +34,7 @@ class MLP(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"--model.dropout must be in [0, 1), got {dropout}.")
         dims = [3 * image_size * image_size, *(int(d) for d in hidden_dims)]
+        refuse_oversized(sum(a * b for a, b in zip(dims, [*dims[1:], 1], strict=True)), "--model.hidden_dims")
         layers: list[nn.Module] = [nn.Flatten()]
         for fan_in, fan_out in zip(dims[:-1], dims[1:], strict=False):
             layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[activation]()]

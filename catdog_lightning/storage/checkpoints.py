@@ -44,6 +44,18 @@ def read_checkpoint(path: str | os.PathLike, flag: str = "--ckpt_path") -> dict[
     return ckpt
 
 
+def first_nonfinite(tree: object, key: str = "") -> str | None:
+    """The key of the first floating-point tensor holding NaN or Inf in a nested dict/list of tensors, or None."""
+    if isinstance(tree, torch.Tensor):
+        return key if tree.is_floating_point() and not bool(tree.isfinite().all()) else None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    for name, value in items:
+        found = first_nonfinite(value, f"{key}.{name}" if key else str(name))
+        if found is not None:
+            return found
+    return None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file, fsynced, then renamed over the old one.
 

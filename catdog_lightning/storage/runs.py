@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +135,16 @@ class RunLock:
         self._fh = None
 
     def acquire(self) -> None:
-        fh = open(self.path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+        # Never through a symlink, and only a regular file: a planted link or FIFO named .lock is refused.
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"{self.path}: cannot be opened as a lock file ({exc.strerror}); remove it.") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:  # a hard link would have us overwrite its twin
+            os.close(fd)
+            raise ConfigError(f"{self.path}: not a plain file of its own; a run's lock is one: remove it.")
+        fh = os.fdopen(fd, "r+")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

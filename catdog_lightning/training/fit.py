@@ -29,14 +29,8 @@ from ..storage.runs import DEFAULT_LOGS_DIR, RunDirectory, claim
 from .allocator import keep_freed_memory, release_freed_memory
 from .callbacks import Diverged, EpochSeeder, FiniteLoss, SafeStops, TrainingInterrupted
 from .resume import RUN_NAME_ENV, is_main_process, resolve_run
-from .trainer import (
-    DEFAULT_SEED,
-    TRAINER_DEFAULTS,
-    build_trainer,
-    precision_note,
-    quiet_known_warnings,
-    write_hparams_summary,
-)
+from .settings import DEFAULT_SEED, TRAINER_DEFAULTS
+from .trainer import build_trainer, precision_note, quiet_known_warnings, write_hparams_summary
 
 
 def _results_table(metrics: dict) -> str:
@@ -105,9 +99,12 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     """
     quiet_known_warnings()
     logs_dir = Path(config.get("logs_dir") or DEFAULT_LOGS_DIR)
-    ckpt, run, config = resolve_run(config, logs_dir)
+    allowed = tuple(config.get("allow_modules") or ())  # from the command line only (see cli.parse_flags)
+    ckpt, run, config = resolve_run(config, logs_dir, allowed)
     seed = config.get("seed_everything", DEFAULT_SEED)
     seed = DEFAULT_SEED if seed is None else int(seed)
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"--seed_everything must be between 0 and 2**32 - 1 (NumPy's seeds), got {seed}.")
     test_checkpoint = config.get("test_checkpoint") or "best"
     if test_checkpoint not in ("best", "last"):
         raise ConfigError(f"--test_checkpoint must be best or last, got {test_checkpoint!r}.")
@@ -119,6 +116,12 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
         "early_stopping_patience": _count_flag(config, "early_stopping_patience"),
         "test_checkpoint": test_checkpoint,
     }
+    max_epochs = settings["trainer"].get("max_epochs")
+    if max_epochs is not None and int(max_epochs) != -1 and int(max_epochs) < 1:
+        raise ConfigError(
+            f"--trainer.max_epochs must be at least 1 (or -1: until stopped), got {max_epochs}: a run that trains "
+            "no epoch has no checkpoint to test."
+        )
     model_cfg = dict(config.get("model") or {})
     datamodule = CatDogDataModule(**dict(config.get("data") or {}))
     datamodule.sampling_seed = seed
@@ -141,7 +144,7 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
         except OSError as exc:
             raise ConfigError(f"--logs_dir {logs_dir}: cannot make the run folder ({exc.strerror or exc}).") from None
     try:
-        return _fit_and_test(settings, run, datamodule, model, ckpt, features, callbacks)
+        return _fit_and_test(settings, run, datamodule, model, ckpt, features, callbacks, allowed)
     except BaseException as exc:
         if created and not run.last_ckpt.exists():  # a start that failed leaves no new folder behind
             shutil.rmtree(run.path, ignore_errors=True)
@@ -161,6 +164,7 @@ def _fit_and_test(
     ckpt: Path | None,
     features: tuple[float, str],
     callbacks: list[L.Callback] | None,
+    allowed: tuple[str, ...],
 ) -> dict:
     """In the claimed run directory: record the settings, fit, test, write metrics.json."""
     feature_seconds, feature_note = features
@@ -174,6 +178,7 @@ def _fit_and_test(
             settings["log_images"] and not settings["trainer"].get("fast_dev_run"),  # it logs nothing
             settings["early_stopping_patience"],
             lr_monitor=model.hparams.scheduler != "none" or model.hparams.unfreeze_at_epoch is not None,
+            allowed=allowed,
         )
     except (ValueError, TypeError) as exc:  # Lightning refusing a --trainer.* value it does not type-check
         raise ConfigError(f"{' '.join(str(exc).split())[:300]} (check the --trainer.* flags)") from None
@@ -232,6 +237,11 @@ def _fit_and_test(
 
     best_path = Path(best.best_model_path) if best.best_model_path else run.best_ckpt
     test_path = run.last_ckpt if test_checkpoint == "last" else best_path
+    if not test_path.is_file():
+        raise ConfigError(
+            f"{run.path}: training saved no {test_path.name} to test (no epoch finished, or no validation ran: "
+            "check --trainer.max_steps, --trainer.max_time and --trainer.limit_*_batches)."
+        )
     tested = trainer.test(model, datamodule=datamodule, ckpt_path=str(test_path), weights_only=True, verbose=False)[0]
     # Read back from the files: under ddp_spawn this process's trainer did not run the loops itself.
     best_saved, last_saved = read_checkpoint(best_path), read_checkpoint(run.last_ckpt)

@@ -11,16 +11,18 @@ import copy
 import os
 from pathlib import Path
 
-import yaml
 from lightning.pytorch.utilities import rank_zero_only
 
 from ..errors import ConfigError
 from ..models.loading import load_model
-from ..storage.checkpoints import read_checkpoint
+from ..storage.checkpoints import first_nonfinite, read_checkpoint
 from ..storage.runs import RunDirectory, check_run_name, resolve_checkpoint
+from ..storage.yaml_files import read_yaml_file
+from .settings import check_settings_file
 
-# Settings a resumed run cannot change: its weights have this shape.
-SHAPE_KEYS = (
+# Settings a resumed run cannot change, as a flag or in its config.yaml: its weights have this shape, or its
+# photos were split this way (another split would validate on photos it trained on).
+FIXED_KEYS = (
     ("model", "arch"),
     ("model", "hidden_dims"),
     ("model", "activation"),
@@ -29,6 +31,9 @@ SHAPE_KEYS = (
     ("data", "image_size"),
     ("data", "normalize"),  # the statistics live in the weights' checkpoint, fixed by the first run
     ("model", "unfreeze_at_epoch"),  # a probe's optimiser holds the head alone; a fine-tune's, the backbone too
+    ("data", "split_seed"),
+    ("data", "val_fraction"),
+    ("data", "test_fraction"),
 )
 RUN_NAME_ENV = "CATDOG_RUN_NAME"  # how DDP processes started by Lightning learn the run directory
 
@@ -44,7 +49,7 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _resolve_resume(config: dict, logs_dir: Path) -> tuple[Path, RunDirectory, dict]:
+def _resolve_resume(config: dict, logs_dir: Path, allowed: tuple[str, ...]) -> tuple[Path, RunDirectory, dict]:
     """The checkpoint to resume, its run, and the run's saved config as the base for this one."""
     ckpt_arg, run_name = str(config["ckpt_path"]), config.get("run_name")
     if ckpt_arg == "best":
@@ -56,12 +61,19 @@ def _resolve_resume(config: dict, logs_dir: Path) -> tuple[Path, RunDirectory, d
         run = RunDirectory.owning(ckpt) or (RunDirectory(logs_dir, run_name) if run_name else None)
     saved = read_checkpoint(ckpt)
     load_model(ckpt, saved)  # refuses, in one line, a checkpoint that does not build this model (before Lightning)
+    broken = first_nonfinite(saved.get("optimizer_states", []), "optimizer_states")
+    if broken is not None:
+        raise ConfigError(
+            f"--ckpt_path {ckpt}: its optimiser state is not finite (NaN or Inf in {broken}): the run diverged "
+            "before this checkpoint was saved; start again with a lower --model.lr."
+        )
     if run is not None and run.config_file.is_file():
-        base = read_saved_config(run)
+        base = read_saved_config(run, allowed)
+        _check_against_checkpoint(base, saved, run.config_file, ckpt)
     else:  # a checkpoint from elsewhere: its own hyperparameters say what it is
         base = {"model": dict(saved["hyper_parameters"]), "data": dict(saved.get("datamodule_hyper_parameters", {}))}
         run = run or RunDirectory.next_version(logs_dir)
-    for section, key in SHAPE_KEYS:
+    for section, key in FIXED_KEYS:
         given = config.get(section, {}).get(key)
         had = base.get(section, {}).get(key)
         if given is not None and had is not None and given != had:
@@ -72,21 +84,37 @@ def _resolve_resume(config: dict, logs_dir: Path) -> tuple[Path, RunDirectory, d
     return ckpt, run, base
 
 
-def read_saved_config(run: RunDirectory) -> dict:
-    """A run's ``config.yaml``; one that is empty, cut, malformed or not a mapping is refused, never replaced
-    by defaults (which would train something else and write that into the file for good)."""
+def read_saved_config(run: RunDirectory, allowed: tuple[str, ...] = ()) -> dict:
+    """A run's ``config.yaml``, checked like flags (see :func:`check_settings_file`) before anything uses it.
+
+    One that is empty, cut, malformed or not a mapping is refused, never replaced by defaults (which would
+    train something else and write that into the file for good)."""
     path = run.config_file
     fix = (
         "restore it (every setting is also in the checkpoint's hyperparameters), or resume from the file alone: "
         f"--ckpt_path {run.last_ckpt} with your flags"
     )
     try:
-        saved = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-        raise ConfigError(f"{path} cannot be read ({type(exc).__name__}); {fix}.") from None
+        saved = read_yaml_file(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; {fix}.".replace(".;", ";")) from None
     if not isinstance(saved, dict) or not all(isinstance(saved.get(part), dict) for part in ("model", "data")):
         raise ConfigError(f"{path} is empty or damaged (no data and model settings); {fix}.")
+    check_settings_file(saved, str(path), allowed)
     return saved
+
+
+def _check_against_checkpoint(base: dict, saved: dict, path: Path, ckpt: Path) -> None:
+    """A config.yaml edited since its checkpoint was written: the settings a flag may not change may not
+    change there either."""
+    recorded = {"model": saved["hyper_parameters"], "data": saved.get("datamodule_hyper_parameters", {})}
+    for section, key in FIXED_KEYS:
+        if key in recorded[section] and key in base[section] and base[section][key] != recorded[section][key]:
+            raise ConfigError(
+                f"{path}: {section}.{key} is {base[section][key]!r} there but {recorded[section][key]!r} in {ckpt}; "
+                "a resumed run keeps its architecture, input statistics and split. Put the value back, or start "
+                "a new run."
+            )
 
 
 def is_main_process() -> bool:
@@ -94,7 +122,9 @@ def is_main_process() -> bool:
     return rank_zero_only.rank == 0
 
 
-def resolve_run(config: dict, logs_dir: Path) -> tuple[Path | None, RunDirectory, dict]:
+def resolve_run(
+    config: dict, logs_dir: Path, allowed: tuple[str, ...] = ()
+) -> tuple[Path | None, RunDirectory, dict]:
     """The checkpoint to resume (if any), the run directory, and the config with saved settings merged in."""
     # Under DDP, Lightning re-runs this script in one process per extra device; they must join the
     # run directory the first process chose, not compute the next version_N themselves.
@@ -103,7 +133,7 @@ def resolve_run(config: dict, logs_dir: Path) -> tuple[Path | None, RunDirectory
     if config.get("run_name") is not None:
         check_run_name(str(config["run_name"]))
     if config.get("ckpt_path"):
-        ckpt, run, base = _resolve_resume(config, logs_dir)
+        ckpt, run, base = _resolve_resume(config, logs_dir, allowed)
         return ckpt, run, merge(base, {k: v for k, v in config.items() if k != "ckpt_path"})
     run = RunDirectory(logs_dir, config["run_name"]) if config.get("run_name") else RunDirectory.next_version(logs_dir)
     if run.last_ckpt.exists():  # checked again, under the run's lock, when the directory is claimed

@@ -18,7 +18,8 @@ from ..errors import ConfigError
 from ..models.loading import load_model
 from ..storage.checkpoints import read_checkpoint
 from ..storage.runs import DEFAULT_LOGS_DIR, resolve_checkpoint
-from .trainer import TRAINER_DEFAULTS, quiet_known_warnings
+from .settings import TRAINER_DEFAULTS
+from .trainer import quiet_known_warnings
 
 
 def checkpoint_data(saved: dict, data: dict | None = None) -> CatDogDataModule:

@@ -7,12 +7,11 @@ import importlib
 import os
 import warnings
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.core.saving import save_hparams_to_yaml
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from ..errors import ConfigError
@@ -20,11 +19,9 @@ from ..storage.atomic import TMP_SUFFIX
 from ..storage.checkpoints import AtomicCheckpointIO
 from ..storage.runs import RunDirectory
 from .progress import progress_bar
+from .settings import check_class_paths
 from .tensorboard import TensorBoardPictures
 
-DEFAULT_SEED = 42
-# Our defaults where they differ from Lightning's (its max_epochs is 1000).
-TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 20, "accelerator": "auto", "devices": "auto"}
 # The columns users sort runs by in TensorBoard's HPARAMS tab (the best validation accuracy, not the last).
 HPARAM_METRICS = ("val/acc_best", "test/acc", "test/auroc", "val/acc", "val/loss")
 
@@ -60,11 +57,12 @@ def write_hparams_summary(logger: TensorBoardLogger, config: dict) -> None:
         writer.add_summary(summary)
 
 
-def instantiate(specs, flag: str) -> list:
+def instantiate(specs, flag: str, kind: type, allowed: tuple[str, ...] = ()) -> list:
     """Objects from LightningCLI-style ``{"class_path": ..., "init_args": {...}}`` specs (one, or a list).
 
     A bare class name is looked up among Lightning's callbacks and loggers; anything else needs its full
-    import path (``mypackage.MyCallback``).
+    import path (``mypackage.MyCallback``), in Lightning, this package or a module of ``allowed``
+    (checked before it is imported), and must be a subclass of ``kind`` (checked before it is called).
     """
     if specs is None or specs is False or specs is True:  # True/False: Lightning's own switch, ours stays on
         return []
@@ -73,6 +71,7 @@ def instantiate(specs, flag: str) -> list:
         if not isinstance(spec, dict) or "class_path" not in spec:
             raise ConfigError(f"{flag}: give class_path (and init_args), e.g. {{class_path: CSVLogger, ...}}.")
         path = str(spec["class_path"])
+        check_class_paths(spec, flag, allowed)
         module_name, _, name = path.rpartition(".")
         modules = [module_name] if module_name else ["lightning.pytorch.callbacks", "lightning.pytorch.loggers"]
         found = None
@@ -85,6 +84,8 @@ def instantiate(specs, flag: str) -> list:
                 break
         if found is None:
             raise ConfigError(f"{flag}: cannot import {path}; give the full import path, e.g. mypackage.MyCallback.")
+        if not (isinstance(found, type) and issubclass(found, kind)):
+            raise ConfigError(f"{flag}: {path} is not a Lightning {kind.__name__}; nothing was run.")
         try:
             out.append(found(**(spec.get("init_args") or {})))
         except (TypeError, ValueError, ImportError) as exc:  # bad init_args, or a package it needs is missing
@@ -99,11 +100,12 @@ def build_trainer(
     log_images: bool = True,
     early_stopping_patience: int = 0,
     lr_monitor: bool = False,
+    allowed: tuple[str, ...] = (),
 ) -> tuple[L.Trainer, ModelCheckpoint]:
     # TensorBoard always, first (trainer.logger: the pictures and HPARAMS go there); --trainer.logger adds more.
     logger = RunLogger(save_dir=str(run.logs_dir), name="", version=run.name, default_hp_metric=False)
-    extra_loggers = instantiate(trainer_cfg.pop("logger", None), "--trainer.logger")
-    extra_callbacks = instantiate(trainer_cfg.pop("callbacks", None), "--trainer.callbacks")
+    extra_loggers = instantiate(trainer_cfg.pop("logger", None), "--trainer.logger", Logger, allowed)
+    extra_callbacks = instantiate(trainer_cfg.pop("callbacks", None), "--trainer.callbacks", L.Callback, allowed)
     if trainer_cfg.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in extra_callbacks):
         extra_callbacks.append(progress_bar())
     best = ModelCheckpoint(

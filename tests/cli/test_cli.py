@@ -91,7 +91,7 @@ def test_the_arch_flag_offers_exactly_the_models_architectures():
     from catdog_lightning.models.classifier import ARCHS, Arch
 
     assert get_args(Arch) == ARCHS and {"mlp", "cnn", "efficientnet_lite0", "resnet18"} <= set(ARCHS)
-    parser = cli.build_parser()
+    parser = cli.settings_parser()
     for arch in ARCHS:
         assert parser.parse_args(["--model.arch", arch]).model.arch == arch
     with pytest.raises(ArgumentError):
@@ -128,6 +128,14 @@ def test_flags_reach_train(tiny_dataset, tmp_path):
         (["--data.data_dir", "does/not/exist"], "does/not/exist does not exist"),
         (["--ckpt_path", "last"], "--ckpt_path last: no checkpoints/last.ckpt"),
         (["--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
+        # values that once ended in tracebacks or huge allocations: refused before any work, with the reason
+        (["--trainer.max_epochs", "0"], "--trainer.max_epochs must be at least 1"),
+        (["--data.batch_size", str(10**30)], "--data.batch_size must be between 1 and 65,536"),
+        (["--data.image_size", "100000"], "--data.image_size must be between 8 and 1024"),
+        (["--seed_everything", str(2**32)], "--seed_everything must be between 0 and 2**32 - 1"),
+        (["--data.split_seed", "-1"], "--data.split_seed must be between 0 and 2**32 - 1"),
+        (["--model.hidden_dims", "[1000000000]"], "--model.hidden_dims: that network would hold"),
+        (["--model.arch", "cnn", "--model.channels", "[100000, 100000]"], "--model.channels: that network would"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(argv, expected, capsys):

@@ -1,4 +1,6 @@
+import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,7 +8,7 @@ import torch
 from helpers import pixels, write_image
 from PIL import Image
 
-from catdog_lightning.data import CatDogDataModule, SkippedFilesWarning
+from catdog_lightning.data import CatDogDataModule, SkippedFilesWarning, SplitOverlapWarning
 from catdog_lightning.data.augment import flip_and_crop
 from catdog_lightning.errors import ConfigError, DataError
 
@@ -188,3 +190,43 @@ def test_a_folder_of_every_bad_file_kind_trains_on_everything_readable(tmp_path)
     assert message.startswith("Skipped 4 unreadable image(s)")
     for name in ["zero.jpg", "text.jpg", "truncated.jpg", "bomb.png"]:
         assert name in message
+
+
+def test_test_photos_that_were_trained_on_are_counted_in_one_warning(tmp_path):
+    root = tmp_path / "leaky"
+    make_folder(root / "train")
+    make_folder(root / "test", n_cat=4, n_dog=4)  # the first 4 cats and dogs of train/, under the same names
+    shutil.copy(root / "train" / "cat" / "c7.jpg", root / "test" / "cat" / "renamed.jpg")  # and a copy
+    for name in ("c5.jpg", "c6.jpg"):  # two that are not copies
+        Image.fromarray(pixels(500 + len(name), (30, 30))).save(root / "test" / "cat" / name)
+    dm = CatDogDataModule(str(root), image_size=16, cache=False)
+    with pytest.warns(SplitOverlapWarning) as caught:
+        dm.prepare_data()
+        dm.setup("fit")
+    overlap = [str(w.message) for w in caught if issubclass(w.category, SplitOverlapWarning)]
+    originals = {f"c{i}.jpg" for i in (0, 1, 2, 3, 7)} | {f"d{i}.jpg" for i in range(4)}
+    trained = len(originals & {Path(p).name for p in dm.train_set.paths})  # the rest may be in validation
+    assert trained >= 7 and len(overlap) == 1
+    assert overlap[0].startswith(f"{trained} of the 11 test images have the same pixels as images trained on")
+    strict = CatDogDataModule(str(root), image_size=16, cache=False, strict_splits=True)
+    with pytest.raises(DataError, match=f"{trained} of the 11 test images .* --data.strict_splits is on"):
+        strict.prepare_data()
+        strict.setup("fit")
+
+
+def test_the_same_folder_as_train_and_test_is_all_overlap(tmp_path):
+    root = tmp_path / "twice"
+    make_folder(root / "train")
+    (root / "test").symlink_to(root / "train")
+    dm = CatDogDataModule(str(root), image_size=16, cache=False)
+    with pytest.warns(SplitOverlapWarning, match="18 of the 20 test images"):  # 2 are validation images
+        dm.prepare_data()
+        dm.setup("fit")
+
+
+def test_distinct_photos_raise_no_overlap_warning(tiny_dataset, tmp_path):
+    dm = CatDogDataModule(str(tiny_dataset), image_size=16, cache_dir=str(tmp_path / "c"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SplitOverlapWarning)
+        dm.prepare_data()
+        dm.setup("fit")

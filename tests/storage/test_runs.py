@@ -106,3 +106,19 @@ def test_fast_dev_run_runs_a_batch_of_each_and_saves_nothing(tiny_config, capsys
     assert "fast_dev_run" in capsys.readouterr().out
     logs = Path(tiny_config["logs_dir"])
     assert not logs.exists() or not list(logs.iterdir()), "no run directory, checkpoints or metrics.json"
+
+
+@pytest.mark.parametrize("planted", ["symlink", "hard link", "fifo"])
+def test_a_planted_lock_is_refused_and_what_it_points_at_untouched(tmp_path, planted):
+    import os
+
+    run = RunDirectory(tmp_path / "logs", "r")
+    run.path.mkdir(parents=True)
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    lock = run.path / ".lock"
+    {"symlink": lambda: lock.symlink_to(target), "hard link": lambda: os.link(target, lock),
+     "fifo": lambda: os.mkfifo(lock)}[planted]()  # fmt: skip
+    with pytest.raises(ConfigError, match=r"\.lock"):
+        claim(run, new=False, auto_name=False)
+    assert target.read_text() == "keep me"

@@ -8,10 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from helpers import assert_same, fit_weights, stopped_mid_epoch_then_resumed, train_script
 
+from catdog_lightning.errors import Interrupted
 from catdog_lightning.storage.atomic import TMP_SUFFIX
 from catdog_lightning.storage.checkpoints import AtomicCheckpointIO, read_checkpoint
 from catdog_lightning.training import train
@@ -172,4 +174,39 @@ def test_a_run_stopped_mid_epoch_resumes_to_identical_weights_and_metrics(determ
     """Ctrl-C in the middle of epoch 1 (last.ckpt written after its 3rd step), then --ckpt_path last."""
     straight, resumed, stopped_at = stopped_mid_epoch_then_resumed(deterministic_config, tmp_path)
     assert stopped_at == 5 + 3
+    assert_same(straight, resumed)
+
+
+class SignalAt(L.Callback):
+    """Sends this process ``signum`` at train start (``batch=None``) or before a batch of epoch 0."""
+
+    def __init__(self, signum: int, batch: int | None):
+        self.signum, self.batch = signum, batch
+
+    def on_train_start(self, trainer, pl_module):
+        if self.batch is None:
+            os.kill(os.getpid(), self.signum)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 0 and batch_idx == self.batch:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("when", ["SIGINT at train start", "SIGTERM at batch 3", "kill -9 during the second save"])
+def test_a_run_stopped_in_epoch_0_resumes_to_the_unbroken_result(deterministic_config, tmp_path, when):
+    """Stopped before its first validation, a run's best-so-far is still -inf: not a diverged weight."""
+    config = merge(deterministic_config, {"checkpoint_every_n_steps": 2})
+    straight = fit_weights(merge(config, {"logs_dir": str(tmp_path / "a")}))
+    stopped = merge(config, {"logs_dir": str(tmp_path / "b"), "run_name": "r"})
+    if when.startswith("kill"):  # the save after step 4 dies before its rename: last.ckpt is step 2's
+        proc = start([sys.executable, "-c", DRIVER, json.dumps(stopped)], tmp_path, {"KILL_ON_LAST_RENAME": "2"})
+        proc.communicate(timeout=300)
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        signum, batch = (signal.SIGINT, None) if when.startswith("SIGINT") else (signal.SIGTERM, 2)
+        with pytest.raises(Interrupted):
+            train(stopped, callbacks=[SignalAt(signum, batch)])
+    saved = read_checkpoint(tmp_path / "b" / "r" / "checkpoints" / "last.ckpt")
+    assert saved["epoch"] == 0 and 0 < saved["global_step"] < 5, "stopped inside epoch 0, before any validation"
+    resumed = fit_weights({"ckpt_path": "last", "run_name": "r", "logs_dir": str(tmp_path / "b")})
     assert_same(straight, resumed)

@@ -138,7 +138,7 @@ def test_ctrl_c_before_training_is_one_line_and_130(capsys):
     def decoding(_):
         raise KeyboardInterrupt
 
-    assert run_cli(decoding, [], cli.build_parser()) == 130
+    assert run_cli(decoding, [], cli.settings_parser()) == 130
     assert capsys.readouterr().err.strip() == "interrupted before training began; nothing was saved."
 
 
@@ -159,3 +159,9 @@ def test_a_signal_during_the_last_validation_still_stops_with_its_exit_code(tiny
     assert info.value.exit_code == 143
     last = Path(tiny_config["logs_dir"]) / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 1  # the last epoch, complete
+
+
+@pytest.mark.parametrize("trainer", [{"limit_train_batches": 0}, {"max_steps": 0}])
+def test_a_run_that_saves_no_checkpoint_is_one_line(tiny_config, trainer):
+    with pytest.raises(ConfigError, match="training saved no best.ckpt to test"):
+        train(merge(tiny_config, {"trainer": trainer}))

@@ -1,0 +1,178 @@
+"""A run's settings: their schema, and the checks a settings file goes through before anything uses it.
+
+The schema is train.py's flags: jsonargparse builds ``--data.*``, ``--model.*`` and ``--trainer.*`` from the
+signatures of ``CatDogDataModule``, ``CatDogClassifier`` and ``lightning.Trainer`` (as LightningCLI does), so
+their docstrings are the help text. A run's ``config.yaml`` and a ``--config`` file are checked against it
+like flags, and the classes they name (``trainer.callbacks``, ``trainer.logger``) must come from an
+allowed module, checked before anything is imported: a settings file is data, never code.
+"""
+
+from __future__ import annotations
+
+import re
+from argparse import ArgumentError
+from typing import Any, Literal
+
+import lightning as L
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from ..data import CatDogDataModule
+from ..errors import ConfigError
+from ..models import CatDogClassifier
+from ..storage.runs import DEFAULT_LOGS_DIR
+
+DEFAULT_SEED = 42
+# Our defaults where they differ from Lightning's (its max_epochs is 1000).
+TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 20, "accelerator": "auto", "devices": "auto"}
+# Trainer arguments train() sets itself.
+# (--trainer.callbacks and --trainer.logger add to ours: TensorBoard and the checkpoints are always there.)
+TRAINER_OWNED = {"default_root_dir", "enable_checkpointing", "use_distributed_sampler"}
+
+
+def new_parser(prog: str, description: str) -> ArgumentParser:
+    """Errors come back to :func:`run_cli` as one line; no abbreviations (--trainer.max_epoch is a typo)."""
+    return ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False)
+
+
+def settings_parser() -> ArgumentParser:
+    """train.py's flags: a run's settings, and the checks a settings file (config.yaml, --config) goes through."""
+    parser = new_parser(
+        "train.py",
+        "Train the cat/dog classifier, then test its best checkpoint. With no flags: the built-in "
+        "synthetic dataset. Runs go to lightning_logs/<run_name>/; watch: tensorboard --logdir lightning_logs",
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML config file (e.g. a run's config.yaml)")
+    parser.add_class_arguments(CatDogDataModule, "data")
+    parser.add_class_arguments(CatDogClassifier, "model", skip={"image_size"})  # follows --data.image_size
+    parser.add_class_arguments(L.Trainer, "trainer", skip=TRAINER_OWNED)
+    parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
+    parser.add_argument("--seed_everything", type=int, default=DEFAULT_SEED, help="seed for weights and shuffling")
+    parser.add_argument(
+        "--ckpt_path",
+        type=str | None,
+        default=None,
+        help="resume: 'last' (the most recent run, or --run_name's) or a checkpoint file",
+    )
+    parser.add_argument(
+        "--run_name",
+        type=str | None,
+        default=None,
+        help="run directory name under --logs_dir (default: the next version_N)",
+    )
+    parser.add_argument("--logs_dir", type=str, default=DEFAULT_LOGS_DIR, help="where run directories are written")
+    parser.add_argument(
+        "--allow_modules",
+        type=list[str],
+        default=[],
+        help="modules beyond Lightning and catdog_lightning whose callbacks and loggers a config file or a "
+        "resumed run may name, e.g. [mypackage]; given on the command line only, never read from a file",
+    )
+    parser.add_argument(
+        "--checkpoint_every_n_steps",
+        type=int,
+        default=0,
+        help="also rewrite last.ckpt every N training steps, for long epochs (0 = off)",
+    )
+    parser.add_argument(
+        "--early_stopping_patience",
+        type=int,
+        default=0,
+        help="stop after N epochs without a better val/acc (0 = off)",
+    )
+    parser.add_argument(
+        "--test_checkpoint",
+        type=Literal["best", "last"],
+        default="best",
+        help="checkpoint the test split measures: best (highest val/acc) or last (the end of training, "
+        "better after a schedule that anneals the learning rate, when a small validation set is noisy)",
+    )
+    parser.add_argument(
+        "--log_images",
+        type=bool,
+        default=True,
+        help="TensorBoard pictures: validation predictions, confusion matrix, PR curve, model graph",
+    )
+    return parser
+
+
+TYPE_WORDS = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text"}
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    text = text.replace('Parser key "', "--").replace('":', ":", 1) if text.startswith("Parser key") else text
+    # jsonargparse speaks Python ("Expected a <class 'float'>. Got value: abc"); say it in words.
+    return re.sub(
+        r"Expected a <class '(\w+)'>\. Got value: (.*)",
+        lambda m: f"expected {TYPE_WORDS.get(m.group(1), m.group(1))}, got {m.group(2)}",
+        text,
+    )
+
+
+
+
+# What a run's config.yaml holds (train() writes exactly these).
+SAVED_KEYS = (
+    "data",
+    "model",
+    "trainer",
+    "seed_everything",
+    "checkpoint_every_n_steps",
+    "log_images",
+    "early_stopping_patience",
+    "test_checkpoint",
+    "run_name",
+)
+# Trainer settings that name classes to build.
+BUILT = ("callbacks", "logger")
+# Modules whose Lightning callbacks and loggers a settings file may name; --allow_modules adds more.
+TRUSTED_MODULES = ("lightning", "pytorch_lightning", "catdog_lightning")
+
+
+def module_allowed(class_path: str, allowed: tuple[str, ...] = ()) -> bool:
+    """Whether ``class_path`` lies in a trusted module or one named with --allow_modules (a bare class name
+    means one of Lightning's own callbacks or loggers)."""
+    module = class_path.rpartition(".")[0]
+    return not module or any(module == m or module.startswith(f"{m}.") for m in (*TRUSTED_MODULES, *allowed))
+
+
+def class_paths(settings: object, key: str = "") -> list[tuple[str, str]]:
+    """``(key, class_path)`` of every object a settings tree would build (anything with a class_path)."""
+    found = []
+    if isinstance(settings, dict):
+        if "class_path" in settings:
+            found.append((key, str(settings["class_path"])))
+        for name, value in settings.items():
+            found += class_paths(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(settings, list):
+        for i, value in enumerate(settings):
+            found += class_paths(value, f"{key}[{i}]")
+    return found
+
+
+def check_class_paths(settings: object, source: str, allowed: tuple[str, ...] = ()) -> None:
+    """Refuse, before anything is imported, a settings file that names a class outside the allowed modules."""
+    for key, path in class_paths(settings):
+        if not module_allowed(path, allowed):
+            module = path.rpartition(".")[0].split(".")[0]
+            raise ConfigError(
+                f"{source}: {key} names {path}, outside Lightning and catdog_lightning; nothing was imported or run. "
+                f"If you trust that code, allow its module on the command line: --allow_modules [{module}]"
+            )
+
+
+def check_settings_file(settings: dict, source: str, allowed: tuple[str, ...] = ()) -> None:
+    """A run's saved settings checked like flags: known keys only, allowed classes only, values of the right
+    type and range (one :class:`ConfigError` naming ``source`` and the key)."""
+    unknown = [key for key in settings if key not in SAVED_KEYS]
+    if unknown:
+        raise ConfigError(f"{source}: {unknown[0]} is not a setting a run records; remove it from the file.")
+    check_class_paths(settings, source, allowed)
+    # The classes are built, and checked again, by the Trainer's setup (training/trainer.py: instantiate).
+    plain = dict(settings)
+    if isinstance(plain.get("trainer"), dict):
+        plain["trainer"] = {k: v for k, v in plain["trainer"].items() if k not in BUILT}
+    try:
+        settings_parser().parse_object(plain, defaults=False)
+    except ArgumentError as exc:
+        raise ConfigError(f"{source}: {one_line(exc).removeprefix('--')}") from None
