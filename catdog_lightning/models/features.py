@@ -20,11 +20,12 @@ def extract_features(
     with tqdm(total=len(images), desc=desc, unit="img", disable=True if len(images) < 256 else None) as bar:
         parts = []
         for start in range(0, len(images), FEATURE_BATCH):
-            parts.append(extract(images[start : start + FEATURE_BATCH]).float())
+            parts.append(extract(images[start : start + FEATURE_BATCH]))
             bar.update(len(parts[-1]))
     return torch.cat(parts)
 
 
 def is_feature_batch(inputs: torch.Tensor) -> bool:
-    """A batch of a probe's cached features (``N x V x D``), not of images (``N x 3 x S x S``)."""
-    return inputs.dim() == 3
+    """A batch of cached frozen-layer outputs (``N x V x D`` features, ``N x V x C x H x W`` activations), not of
+    images (``N x 3 x S x S``)."""
+    return inputs.dim() != 4

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
-from lightning.pytorch.callbacks import BackboneFinetuning
+from lightning.pytorch.callbacks import BackboneFinetuning, BaseFinetuning
 
 
 class HeadThenBackbone(BackboneFinetuning):
@@ -35,3 +35,33 @@ class HeadThenBackbone(BackboneFinetuning):
         if trainer.current_epoch > self.unfreeze_backbone_at_epoch:  # resumed past the unfreeze epoch
             self.make_trainable(pl_module.backbone)
             pl_module.train(pl_module.training)
+
+
+class TopDownFinetuning(BaseFinetuning):
+    """A block fine-tune: the head alone until ``unfreeze_at_epoch``, then the backbone's top ``groups`` one
+    more each epoch (the last convolution first, then the blocks below it).
+
+    The groups are in the optimiser from the start (in their own parameter group, at ``backbone_lr_ratio``
+    of the head's rate, scheduled with it); this callback only switches ``requires_grad``, and always from the
+    epoch number alone, at every epoch start and when a run (re)starts: a run resumed past the unfreeze epoch
+    cannot come back with its backbone frozen (Lightning's own callback restores the optimiser's groups but
+    not ``requires_grad``, Lightning-AI/pytorch-lightning#21901).
+    """
+
+    def __init__(self, unfreeze_at_epoch: int, groups: list[list]):
+        super().__init__()
+        self.unfreeze_at_epoch, self.groups = unfreeze_at_epoch, groups
+
+    def _apply(self, epoch: int) -> None:
+        for i, group in enumerate(self.groups):
+            for module in group:
+                module.requires_grad_(epoch >= self.unfreeze_at_epoch + i)
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        self._apply(0)
+
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer) -> None:
+        self._apply(epoch)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._apply(trainer.current_epoch)  # a resumed run: on_train_epoch_start is skipped mid-epoch

@@ -30,14 +30,21 @@ from .allocator import keep_freed_memory, release_freed_memory
 from .callbacks import Diverged, EpochSeeder, FiniteLoss, SafeStops, TrainingInterrupted
 from .resume import RUN_NAME_ENV, is_main_process, resolve_run
 from .settings import DEFAULT_SEED, TRAINER_DEFAULTS
-from .trainer import build_trainer, precision_note, quiet_known_warnings, write_hparams_summary
+from .trainer import (
+    BEST_MODE,
+    build_trainer,
+    cpu_has_fast_bf16,
+    precision_note,
+    quiet_known_warnings,
+    write_hparams_summary,
+)
 
 
 def _results_table(metrics: dict) -> str:
     rows = [
         ("best epoch", f"{metrics['best_epoch']} of {metrics['epochs_trained']}"),
         ("tested", Path(metrics["tested_checkpoint"]).name),
-        ("val/acc", f"{metrics['val/acc']:.4f}"),
+        (metrics["best_by"], f"{metrics[metrics['best_by']]:.4f}"),
         ("test/acc", f"{metrics['test/acc']:.4f}"),
         ("test/f1", f"{metrics['test/f1']:.4f}"),
         ("test/auroc", f"{metrics['test/auroc']:.4f}"),
@@ -66,7 +73,7 @@ def _join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, 
             "as its weights were trained; drop the flag."
         )
     if ckpt is not None:  # resuming: fit restores weights and statistics from the checkpoint
-        if model.is_probe:  # ...but the probe's features are computed before fit, from the same weights
+        if model.caches_features:  # ...but cached features are computed before fit, from the same weights
             saved = read_checkpoint(ckpt)  # (resume.resolve_run checked it builds this model)
             model.on_load_checkpoint(saved)
             model.load_state_dict(saved["state_dict"])
@@ -75,11 +82,14 @@ def _join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, 
         if datamodule.hparams.normalize:
             model.standardize.set_statistics(*datamodule.channel_stats())
         model.load_pretrained_weights()
-    if not model.is_probe:
+    if not model.caches_features:
         return 0.0, ""
     start = time.perf_counter()
     note = datamodule.use_features(model.features_of, model.feature_key())
-    release_freed_memory()  # the head trains on the features: the backbone's activation memory can go
+    if model.is_probe:  # the head trains on the features: the backbone's activation memory can go
+        release_freed_memory()
+    if model.hparams.feature_precision == "bf16" and model.device.type == "cpu" and cpu_has_fast_bf16() is False:
+        note += " (bf16 is emulated on this CPU: --model.feature_precision 32 is faster here)"
     return time.perf_counter() - start, note
 
 
@@ -115,7 +125,10 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
         "log_images": bool(config.get("log_images", True)),
         "early_stopping_patience": _count_flag(config, "early_stopping_patience"),
         "test_checkpoint": test_checkpoint,
+        "best_by": config.get("best_by") or "val/acc",
     }
+    if settings["best_by"] not in BEST_MODE:
+        raise ConfigError(f"--best_by must be one of {', '.join(BEST_MODE)}, got {settings['best_by']!r}.")
     max_epochs = settings["trainer"].get("max_epochs")
     if max_epochs is not None and int(max_epochs) != -1 and int(max_epochs) < 1:
         raise ConfigError(
@@ -179,6 +192,7 @@ def _fit_and_test(
             settings["early_stopping_patience"],
             lr_monitor=model.hparams.scheduler != "none" or model.hparams.unfreeze_at_epoch is not None,
             allowed=allowed,
+            best_by=settings["best_by"],
         )
     except (ValueError, TypeError) as exc:  # Lightning refusing a --trainer.* value it does not type-check
         raise ConfigError(f"{' '.join(str(exc).split())[:300]} (check the --trainer.* flags)") from None
@@ -253,7 +267,8 @@ def _fit_and_test(
         # this process's trainer.fit, plus a linear probe's one-off feature extraction (a resumed run's later part only)
         "fit_seconds": fit_seconds,
         "feature_seconds": feature_seconds,
-        "val/acc": float(best_saved["callbacks"][best.state_key]["best_model_score"]),
+        "best_by": settings["best_by"],
+        settings["best_by"]: float(best_saved["callbacks"][best.state_key]["best_model_score"]),
         **{k: float(v) for k, v in tested.items()},
         "best_checkpoint": str(best_path),
         "run_dir": str(run.path),

@@ -87,6 +87,13 @@ def settings_parser() -> ArgumentParser:
         "better after a schedule that anneals the learning rate, when a small validation set is noisy)",
     )
     parser.add_argument(
+        "--best_by",
+        type=Literal["val/acc", "val/loss"],
+        default="val/acc",
+        help="what makes best.ckpt (and early stopping) best: the highest val/acc, or the lowest val/loss (a "
+        "steadier pick on a small validation split whose accuracy moves by whole photos)",
+    )
+    parser.add_argument(
         "--log_images",
         type=bool,
         default=True,
@@ -121,6 +128,7 @@ SAVED_KEYS = (
     "log_images",
     "early_stopping_patience",
     "test_checkpoint",
+    "best_by",
     "run_name",
 )
 # Trainer settings that name classes to build.

@@ -22,6 +22,7 @@ from .progress import progress_bar
 from .settings import check_class_paths
 from .tensorboard import TensorBoardPictures
 
+BEST_MODE = {"val/acc": "max", "val/loss": "min"}  # what best.ckpt (and early stopping) follows
 # The columns users sort runs by in TensorBoard's HPARAMS tab (the best validation accuracy, not the last).
 HPARAM_METRICS = ("val/acc_best", "test/acc", "test/auroc", "val/acc", "val/loss")
 
@@ -101,6 +102,7 @@ def build_trainer(
     early_stopping_patience: int = 0,
     lr_monitor: bool = False,
     allowed: tuple[str, ...] = (),
+    best_by: str = "val/acc",
 ) -> tuple[L.Trainer, ModelCheckpoint]:
     # TensorBoard always, first (trainer.logger: the pictures and HPARAMS go there); --trainer.logger adds more.
     logger = RunLogger(save_dir=str(run.logs_dir), name="", version=run.name, default_hp_metric=False)
@@ -111,8 +113,8 @@ def build_trainer(
     best = ModelCheckpoint(
         dirpath=run.checkpoints,
         filename="best",
-        monitor="val/acc",
-        mode="max",
+        monitor=best_by,
+        mode=BEST_MODE[best_by],
         save_top_k=1,
         auto_insert_metric_name=False,
         enable_version_counter=False,
@@ -131,7 +133,7 @@ def build_trainer(
             last,
             *([TensorBoardPictures()] if log_images else []),
             *(
-                [EarlyStopping("val/acc", mode="max", patience=early_stopping_patience)]
+                [EarlyStopping(best_by, mode=BEST_MODE[best_by], patience=early_stopping_patience)]
                 if early_stopping_patience
                 else []
             ),

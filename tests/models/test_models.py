@@ -93,6 +93,8 @@ def test_hyperparameters_are_primitives():
         "weights": "imagenet",
         "unfreeze_at_epoch": None,
         "backbone_lr_ratio": 0.1,
+        "finetune_blocks": None,
+        "feature_precision": "32",
     }
 
 
