@@ -7,7 +7,7 @@ ARGS ?=
 # The real photos the benchmark and the results table are measured on (outside the project, never copied in).
 CATDOG_A ?= ../shared/data/catdog-a
 
-.PHONY: venv train test test-slow test-all benchmark growth results lint tensorboard clean
+.PHONY: venv train test test-slow test-all benchmark growth results lint tensorboard serve loadtest sweep clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,15 @@ results: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check catdog_lightning scripts tests
+
+serve: $(STAMP)
+	$(BIN)/python scripts/serve.py $(ARGS)
+
+loadtest: $(STAMP)
+	$(BIN)/python scripts/loadtest.py --data_dir $(CATDOG_A) $(ARGS)
+
+sweep: $(STAMP)
+	$(BIN)/python scripts/sweep.py --search configs/search/tiny.yaml --n_trials 6 --trainer.max_epochs 8 $(ARGS)
 
 tensorboard: $(STAMP)
 	$(BIN)/tensorboard --logdir lightning_logs --samples_per_plugin images=1000

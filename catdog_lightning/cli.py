@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 from argparse import ArgumentError
@@ -22,9 +23,18 @@ from pathlib import Path
 from jsonargparse import ArgumentParser
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from .errors import Interrupted, UserError
+from .errors import ConfigError, Interrupted, UserError
 from .storage.yaml_files import load_yaml, read_yaml_file
-from .training.settings import check_class_paths, new_parser, one_line, settings_parser
+from .training.settings import (
+    check_class_paths,
+    did_you_mean,
+    known_settings,
+    new_parser,
+    one_line,
+    settings_parser,
+    unknown_settings,
+)
+from .training.trainer import quiet_known_warnings
 
 
 def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None = None) -> dict:
@@ -33,12 +43,24 @@ def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None
     argv = list(sys.argv[1:] if argv is None else argv)
     allowed = flag_values(argv, "--allow_modules")
     allowed = tuple(str(m) for value in allowed for m in (value if isinstance(value, list) else [value]))
-    for value in flag_values(argv, "--config"):  # read here with limits, and its classes checked, before jsonargparse
-        if isinstance(value, str) and Path(value).is_file():
-            check_class_paths(read_yaml_file(value), value, allowed)
-        else:
-            check_class_paths(value, "--config", allowed)
-    parser.parse_args(argv)  # validates every value, and handles --help / --print_config
+    known = known_settings(parser)
+    for value in flag_values(argv, "--config"):  # read here with limits, and checked, before jsonargparse
+        source = value if isinstance(value, str) and Path(value).is_file() else "--config"
+        settings = read_yaml_file(value) if source != "--config" else value
+        check_class_paths(settings, source, allowed)
+        unknown = unknown_settings(settings, known) if isinstance(settings, dict) else []
+        if unknown:
+            raise ConfigError(f"{source}: not settings of train.py: {', '.join(unknown)}.")
+    try:
+        parser.parse_args(argv)  # validates every value, and handles --help / --print_config
+    except ArgumentError as exc:
+        flags = re.fullmatch(r"unrecognized arguments: (.*)", " ".join(str(exc).split()))
+        if not flags:
+            raise
+        named = [token.split("=")[0] for token in flags.group(1).split() if token.startswith("--")]
+        options = [f"--{name}" for name in known]
+        hints = [flag + did_you_mean(flag, options) for flag in named] or [flags.group(1)]
+        raise ArgumentError(None, f"unknown flag {', '.join(hints)}") from None
     given = parser.parse_args(argv, defaults=False).as_dict()
     given.pop("config", None)
     given.pop("allow_modules", None)  # from the command line alone: a file never allows code for itself
@@ -76,8 +98,11 @@ def run_cli(
     parser: ArgumentParser | None = None,
     parse: Callable[[ArgumentParser | None, Sequence[str] | None], dict] | None = None,
 ) -> int:
-    """Parse flags and run ``command``; a user's mistake becomes one line on stderr and exit code 2."""
+    """Parse flags and run ``command``; a user's mistake becomes one line on stderr and exit code 2. Lightning's
+    banners and tips, and the warnings nobody can act on, stay quiet for every command (LIGHTNING_VERBOSE=1)."""
     threading.excepthook = _quiet_disk_errors_in_threads
+    quiet_lightning()
+    quiet_known_warnings()
     try:
         command(parse(parser, argv) if parse else parse_flags(argv, parser))
     except ArgumentError as exc:
@@ -106,19 +131,23 @@ def quiet_lightning() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
+SUBCOMMANDS = ("fit", "validate", "test", "predict", "lr_find")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``train.py [fit|validate|test|predict] [flags]``: LightningCLI's subcommands; no subcommand means fit."""
+    """``train.py [fit|validate|test|predict|lr_find] [flags]``: LightningCLI's subcommands (and Lightning's
+    learning-rate finder); no subcommand means fit."""
     from .training import train
     from .training.stages import stage_command
 
-    quiet_lightning()
     argv = list(sys.argv[1:] if argv is None else argv)
     stage = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "fit"
     if stage == "fit":
         return run_cli(train, argv)
+    if stage == "lr_find":
+        from .training.lr_find import lr_find_command
+
+        return run_cli(lr_find_command, argv)
     return run_cli(lambda flags: stage_command(stage, flags), argv)
 
 
@@ -185,3 +214,84 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--format", type=str, default="onnx", help="onnx or torchscript")
     parser.add_argument("--output", type=str, help="the file to write, e.g. model.onnx or model.pt")
     return run_tool(export_command, parser, argv)
+
+
+def serve_main(argv: Sequence[str] | None = None) -> int:
+    from .serving.server import serve_command
+
+    parser = _tool_parser(
+        "serve.py",
+        "Serve a trained model over HTTP with LitServe: POST /predict (a multipart field 'image', or JSON "
+        '{"image": "<base64>"}), GET /health, GET /info, and a page at / to drop photos on.',
+    )
+    parser.add_argument("--host", type=str, default="127.0.0.1", help="127.0.0.1 (this machine) or 0.0.0.0 (all)")
+    parser.add_argument("--port", type=int, default=8000, help="the port to listen on")
+    parser.add_argument("--workers", type=int, default=1, help="inference processes (the cores are shared out)")
+    parser.add_argument("--max_batch_size", type=int, default=16, help="requests pooled into one forward pass")
+    parser.add_argument(
+        "--batch_timeout", type=float, default=0.005, help="seconds a batch waits for more requests to arrive"
+    )
+    parser.add_argument("--timeout", type=float, default=30, help="seconds a request may wait before a 504")
+    parser.add_argument("--max_upload_mb", type=float, default=10, help="larger requests get a 413")
+    parser.add_argument("--api_key", type=str | None, default=None, help="require this X-API-Key header")
+    parser.add_argument("--backend", type=str, default="torch", help="torch, or onnx (ONNX Runtime on the export)")
+    return run_tool(serve_command, parser, argv)
+
+
+# sweep.py's own flags (each takes a value); every other flag is train.py's, given to each trial.
+SWEEP_FLAGS = {
+    "--search": (str, None, "the search-space file, e.g. configs/search/cnn.yaml (required)"),
+    "--n_trials": (int, 20, "finished trials the study should hold, all workers together"),
+    "--storage": (str, None, "an Optuna storage URL (default: sqlite:///<logs_dir>/optuna.db)"),
+    "--study_name": (str, None, "the study to create or continue (default: the search file's name)"),
+    "--heartbeat_s": (int, 30, "seconds between a trial's heartbeats; a worker silent for two is failed, retried"),
+    "--logs_dir": (str, None, "where the trials' runs and the sweep's report go (default lightning_logs)"),
+}
+
+
+def split_sweep_flags(argv: Sequence[str]) -> tuple[dict, list[str]]:
+    """sweep.py's flags (typed, with defaults) and the rest, train.py's, in their order."""
+    own = {name[2:]: default for name, (_, default, _) in SWEEP_FLAGS.items()}
+    rest, tokens = [], list(argv)
+    while tokens:
+        token = tokens.pop(0)
+        name, _, value = token.partition("=")
+        if name not in SWEEP_FLAGS:
+            rest.append(token)
+            continue
+        if not value:
+            if not tokens:
+                raise ArgumentError(None, f"{name} needs a value")
+            value = tokens.pop(0)
+        kind = SWEEP_FLAGS[name][0]
+        try:
+            own[name[2:]] = kind(value)
+        except ValueError:
+            expected = "a whole number" if kind is int else "text"
+            raise ArgumentError(None, f"{name}: expected {expected}, got {value}") from None
+    if not own["search"]:
+        raise ArgumentError(None, "--search is required: the search-space file, e.g. configs/search/cnn.yaml")
+    if own["logs_dir"] is None:
+        from .storage.runs import DEFAULT_LOGS_DIR
+
+        own["logs_dir"] = DEFAULT_LOGS_DIR
+    return own, rest
+
+
+def sweep_main(argv: Sequence[str] | None = None) -> int:
+    """``sweep.py --search FILE [--n_trials N] [--storage URL] [--study_name NAME] [train.py flags]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        print("usage: sweep.py --search FILE [sweep flags] [train.py flags, given to every trial]\n")
+        print("A hyperparameter sweep on Optuna: each trial an ordinary train.py run; the best written as a recipe.")
+        for name, (_, default, help_text) in SWEEP_FLAGS.items():
+            print(f"  {name:<14} {help_text}" + (f" (default {default})" if default is not None else ""))
+        print("  train.py's flags (see python scripts/train.py --help), e.g. --config configs/cnn-fast.yaml")
+        return 0
+    from .sweeps.study import run_sweep
+
+    def command(parsed: tuple[dict, list[str]]) -> None:
+        own, rest = parsed
+        run_sweep(own, rest, lambda args: parse_flags(args))
+
+    return run_cli(command, argv, parse=lambda _, args: split_sweep_flags(args))

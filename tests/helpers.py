@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import lightning as L
@@ -107,3 +111,52 @@ def stopped_mid_epoch_then_resumed(config: dict, tmp_path: Path):
         train(merge(config, {"logs_dir": str(tmp_path / "b")}), callbacks=[CtrlC()])
     stopped_at = read_checkpoint(tmp_path / "b" / "version_0" / "checkpoints" / "last.ckpt")["global_step"]
     return straight, fit_weights({"ckpt_path": "last", "logs_dir": str(tmp_path / "b")}), stopped_at
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """scripts/serve.py in a subprocess on a free port, once its /health answers; ``stop()`` ends it (and every
+    process it started). Its output goes to a file, so a chatty server never blocks on a full pipe."""
+
+    def __init__(self, ckpt: str, *flags: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        key = flags[flags.index("--api_key") + 1] if "--api_key" in flags else None
+        self.headers = {"X-API-Key": key} if key else {}
+        args = [sys.executable, str(ROOT / "scripts" / "serve.py"), "--ckpt_path", ckpt, "--port", str(self.port),
+                *flags]  # fmt: skip
+        self.log = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.wait_healthy()
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def wait_healthy(self, seconds: float = 120) -> None:
+        import httpx
+
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.output()
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2, headers=self.headers).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the server never became healthy: {self.output()[-2000:]}")
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()

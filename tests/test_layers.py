@@ -22,6 +22,8 @@ FLOORS = {
     "models": 2,
     "training": 3,
     "inference": 4,
+    "serving": 5,
+    "sweeps": 5,
     "cli": 6,
     "lab": 7,
     "__init__": 8,

@@ -25,7 +25,7 @@ from .decode import DecodeFailure, decode_many
 from .scan import ImageFile
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 2  # bump when the decode path changes what pixels it produces
+CACHE_FORMAT = 3  # bump when the decode path changes what pixels it produces (3: only FORMATS are read)
 
 
 @dataclass

@@ -133,6 +133,8 @@ class CatDogDataModule(L.LightningDataModule):
 
     def _folders(self) -> list[Path]:
         train = self.root / "train"
+        if self.root.is_file():
+            raise DataError(f"--data.data_dir {self.root} is a file; point it at the folder holding train/.")
         if not self.root.is_dir():
             raise DataError(
                 f"--data.data_dir {self.root} does not exist; point it at a folder holding train/ "

@@ -7,8 +7,11 @@ always sees pixels prepared the same way: EXIF orientation applied, any mode con
 
 from __future__ import annotations
 
+import ctypes
+import io
 import multiprocessing
 import os
+import signal
 import stat
 import warnings
 from collections.abc import Sequence
@@ -23,6 +26,9 @@ from tqdm.auto import tqdm
 _CHUNK = 64
 PROGRESS_BAR_FROM = 300  # images; below this a bar is noise
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+# What a photo may be, whatever its name says (JPEG's opener also returns the MPO variant many cameras write).
+FORMATS = ("JPEG", "PNG", "BMP", "WEBP")
 
 
 @dataclass(frozen=True)
@@ -45,19 +51,22 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(path: str | os.PathLike, size: int, draft: bool = True) -> np.ndarray:
-    """Read one image as a ``size x size x 3`` uint8 RGB array.
+def decode_image(source: str | os.PathLike | bytes, size: int, draft: bool = True) -> np.ndarray:
+    """Read one image (a file, or its bytes) as a ``size x size x 3`` uint8 RGB array.
 
     ``draft`` lets libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale (never below ``size``) before the
     final resize: several times faster on photos, with no loss at the small sizes we train at.
-    Raises on anything unreadable, including images over PIL's decompression-bomb limit, which is
-    checked from the header before any pixel is decoded.
+    Only the formats we read are tried (:data:`FORMATS`): never one whose decoder starts another program
+    (Pillow hands EPS to Ghostscript). Raises on anything unreadable, including images over PIL's
+    decompression-bomb limit, which is checked from the header before any pixel is decoded.
     """
-    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO (or socket, device) would block the read forever
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    elif not stat.S_ISREG(os.stat(source).st_mode):  # a FIFO (or socket, device) would block the read forever
         raise ValueError("not a regular file (a FIFO, socket or device)")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as img:
+        with Image.open(source, formats=FORMATS) as img:
             if draft:
                 img.draft("RGB", (size, size))
             img = ImageOps.exif_transpose(img)
@@ -75,6 +84,20 @@ def _decode_chunk(paths: Sequence[str], size: int, draft: bool) -> list[np.ndarr
             reason = " ".join(str(exc).split()) or type(exc).__name__
             out.append(DecodeFailure(path, f"{type(exc).__name__}: {reason}"[:200]))
     return out
+
+
+def _tied_to(parent: int) -> None:
+    """A decode worker ends with the process that started it, however that ends (kill -9 included), and never
+    holds its stdout or stderr open: whatever ran the command (a pipe, a CI job) sees it finish."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: no such call
+        pass
+    if os.getppid() != parent:  # the parent died before the call above took effect
+        os._exit(1)
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 1)
+    os.dup2(quiet, 2)
 
 
 def available_cores() -> int:
@@ -116,7 +139,10 @@ def decode_many(
         # fork: workers start in milliseconds and need nothing pickled but file names.
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx) as pool:
+        pool = ProcessPoolExecutor(
+            max_workers=min(workers, len(chunks)), mp_context=ctx, initializer=_tied_to, initargs=(os.getpid(),)
+        )
+        with pool:
             futures = [pool.submit(_decode_chunk, chunk, size, draft) for chunk in chunks]
             for n, future in enumerate(futures):
                 place(n * _CHUNK, future.result())

@@ -112,6 +112,20 @@ def scan_labelled_folder(root: str | os.PathLike) -> ScanResult:
     return result
 
 
+def printable(name: str) -> str:
+    """A file name as one safe line of text: as it is when it is plain printable text, else escaped (a newline
+    as \\n, a terminal escape as \\x1b, bytes that are not UTF-8 as \\xNN), so one name never becomes two
+    lines, recolours a terminal, or fails to print."""
+    if name.isprintable():
+        try:
+            name.encode("utf-8")
+            return name
+        except UnicodeEncodeError:  # the OS's surrogate escapes of bytes that are not UTF-8
+            pass
+    raw = name.encode("utf-8", "surrogateescape")
+    return raw.decode("ascii", "backslashreplace").encode("unicode_escape").decode("ascii").replace("\\\\x", "\\x")
+
+
 def find_images(paths: Sequence[str | os.PathLike]) -> list[str]:
     """Image files among ``paths``: files as given, folders searched recursively (as scan_folder does)."""
     found: list[str] = []

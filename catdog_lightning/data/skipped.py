@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 from .cache import DecodedImages
-from .scan import ScanResult
+from .scan import ScanResult, printable
 
 SHOW_FIRST = 5  # skipped files named in a warning; the rest are counted
 
@@ -15,7 +15,8 @@ class SkippedFilesWarning(UserWarning):
 
 
 def _describe(paths: list[str], what: str, fix: str) -> str:
-    shown = ", ".join(paths[:SHOW_FIRST]) + (f" and {len(paths) - SHOW_FIRST} more" if len(paths) > SHOW_FIRST else "")
+    more = f" and {len(paths) - SHOW_FIRST} more" if len(paths) > SHOW_FIRST else ""
+    shown = ", ".join(map(printable, paths[:SHOW_FIRST])) + more
     return f"Skipped {len(paths)} {what}: {shown}. {fix}"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -24,7 +25,8 @@ from torchmetrics.functional.classification import (
 )
 
 from ..data import CAT, CatDogDataModule
-from ..errors import DataError
+from ..data.scan import printable
+from ..errors import ConfigError, DataError
 from ..storage.atomic import atomic_write_text
 from ..storage.checkpoints import read_checkpoint
 from ..storage.runs import RunDirectory
@@ -45,7 +47,7 @@ def evaluation_folder(data_dir: str | os.PathLike) -> Path:
 
 def evaluation_data(saved: dict, data_dir: str | None = None) -> CatDogDataModule:
     """The checkpoint's data settings, set up for scoring: its own test split, or ``data_dir``'s photos."""
-    datamodule = checkpoint_data(saved, {"augment": False})
+    datamodule = checkpoint_data(saved, {"augment": False, **({"data_dir": data_dir} if data_dir else {})})
     if data_dir is None:
         datamodule.prepare_data()
         datamodule.setup("test")
@@ -72,7 +74,8 @@ def evaluate(
     test = datamodule.test_set
     if test is None or len(test) == 0:
         raise DataError(f"no labelled test images in {_where(datamodule, data_dir)}.")
-    evaluating = evaluator(trainer or CPU_EVALUATOR, enable_progress_bar=len(test) >= 256, enable_model_summary=False)
+    bar = len(test) >= 256 and sys.stdout.isatty()  # a bar redraws: only for a person watching a terminal
+    evaluating = evaluator(trainer or CPU_EVALUATOR, enable_progress_bar=bar, enable_model_summary=False)
     probs = predicted_probabilities(ckpt_path, saved, datamodule, evaluating)
     labels = test.labels
     tn, fp, fn, tp = binary_confusion_matrix(probs, labels).flatten().tolist()
@@ -90,7 +93,8 @@ def evaluate(
         "precision": float(binary_precision(probs, labels)),
         "recall": float(binary_recall(probs, labels)),
         "f1": float(binary_f1_score(probs, labels)),
-        "auroc": float(binary_auroc(probs, labels)),
+        # AUROC ranks cats against dogs: with photos of one class only there is nothing to rank (None).
+        "auroc": float(binary_auroc(probs, labels)) if len(set(labels.tolist())) == 2 else None,
         "confusion_matrix": {
             "rows": ["true dog", "true cat"],
             "columns": ["predicted dog", "predicted cat"],
@@ -113,19 +117,21 @@ def save_errors_grid(report: dict, datamodule: CatDogDataModule, path: str | os.
 
 def format_report(report: dict) -> str:
     (tn, fp), (fn, tp) = report["confusion_matrix"]["counts"]
+    auroc = "undefined (photos of one class only)" if report["auroc"] is None else f"{report['auroc']:.4f}"
     lines = [
         f"Evaluated {report['checkpoint']} on {report['images']} images in {report['folder']}",
         f"  accuracy   {report['accuracy']:.4f}",
         f"  precision  {report['precision']:.4f}   (of images called cat, the share that are cats)",
         f"  recall     {report['recall']:.4f}   (of cats, the share found)",
         f"  f1         {report['f1']:.4f}",
-        f"  auroc      {report['auroc']:.4f}",
+        f"  auroc      {auroc}",
         "  confusion matrix    predicted dog  predicted cat",
         f"    true dog          {tn:>13}  {fp:>13}",
         f"    true cat          {fn:>13}  {tp:>13}",
         f"  misclassified: {len(report['misclassified'])} (worst first)",
     ]
-    lines += [f"    {w['path']}  true {w['label']}  P(cat)={w['p_cat']:.3f}" for w in report["misclassified"][:10]]
+    worst = report["misclassified"][:10]
+    lines += [f"    {printable(w['path'])}  true {w['label']}  P(cat)={w['p_cat']:.3f}" for w in worst]
     if len(report["misclassified"]) > 10:
         lines.append(f"    ... {len(report['misclassified']) - 10} more in the JSON report")
     if report["skipped"]:
@@ -146,7 +152,13 @@ def evaluate_command(args: dict) -> None:
     print(format_report(report))
     path = Path(args.get("report") or default_report(ckpt))
     replaced = " (replaced the previous report)" if path.exists() else ""
-    atomic_write_text(path, json.dumps(report, indent=2))
+    try:
+        atomic_write_text(path, json.dumps(report, indent=2))
+    except OSError as exc:
+        raise ConfigError(
+            f"the results above could not be saved to {path} ({exc.strerror or exc}); give --report with a "
+            "writable path."
+        ) from None
     print(f"  report     {path}{replaced}")
     if args.get("errors_grid"):
         shown = save_errors_grid(report, datamodule, args["errors_grid"])

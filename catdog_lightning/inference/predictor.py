@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..data.decode import decode_many
-from ..data.scan import find_images
+from ..data.scan import find_images, printable
 from ..errors import ConfigError, DataError
 from ..models import CatDogClassifier
 from ..models.features import FEATURE_BATCH
@@ -95,10 +95,10 @@ def predict_command(args: dict) -> None:
     predictions = load_classifier(ckpt).predict(paths, args["batch_size"])
     for p in predictions:
         if p.p_cat is not None:
-            print(f"{p.path}\t{p.p_cat:.4f}\t{p.label}")
+            print(f"{printable(p.path)}\t{p.p_cat:.4f}\t{p.label}")
     skipped = [p for p in predictions if p.p_cat is None]
     for p in skipped:
-        print(f"skipped {p.path}: {p.error}", file=sys.stderr)
+        print(f"skipped {printable(p.path)}: {p.error}", file=sys.stderr)
     print(f"{len(predictions) - len(skipped)} predicted, {len(skipped)} skipped", file=sys.stderr)
     if output:
         write_predictions(predictions, output)

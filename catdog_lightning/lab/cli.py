@@ -127,7 +127,9 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--data_dir", type=str | None, default=None, help="folder with train/ (default: built-in data)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs timed for each pipeline (at least 2)")
-    parser.add_argument("--parts", type=list[str] | None, default=None, help="some of [mlp,cnn,threads] (default: all)")
+    parser.add_argument(
+        "--parts", type=list[str] | None, default=None, help="some of [mlp,cnn,threads,backbones] (default: all)"
+    )
     parser.add_argument("--accelerator", type=str, default="cpu", help="cpu, or gpu to time the CNN on a CUDA GPU")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
     return run_tool(run_benchmark_cli, parser, argv)
@@ -161,3 +163,27 @@ def stress_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=6, help="kill -9 trials (1 to 3 kills each)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     return run_tool(run_stress, parser, argv)
+
+
+def loadtest_main(argv: Sequence[str] | None = None) -> int:
+    from ..storage.runs import DEFAULT_LOGS_DIR
+    from .loadtest import run_loadtest
+
+    parser = new_parser(
+        "loadtest.py",
+        "Start scripts/serve.py (or reach --url), send real photos from N concurrent clients for T seconds, print "
+        "requests/s, latency percentiles, errors and the server's memory, and compare with in-process predict.",
+    )
+    parser.add_argument("--data_dir", type=str, required=True, help="photos (its test/ when it has one)")
+    parser.add_argument("--ckpt_path", type=str | None, default=None, help="a checkpoint file, last or best")
+    parser.add_argument("--logs_dir", type=str, default=DEFAULT_LOGS_DIR, help="where runs are")
+    parser.add_argument("--url", type=str | None, default=None, help="a running server instead of starting one")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    parser.add_argument("--seconds", type=float, default=30, help="how long to send requests")
+    parser.add_argument("--requests", type=int, default=1_000_000, help="stop after this many requests")
+    parser.add_argument("--photos", type=int, default=400, help="distinct photos sent round robin")
+    parser.add_argument("--backend", type=str, default="torch", help="the started server's backend: torch or onnx")
+    parser.add_argument("--workers", type=int, default=1, help="the started server's inference processes")
+    parser.add_argument("--max_batch_size", type=int, default=16, help="the started server's batch size")
+    parser.add_argument("--api_key", type=str | None, default=None, help="X-API-Key to send (and to start with)")
+    return run_tool(run_loadtest, parser, argv)

@@ -121,6 +121,14 @@ class CatDogClassifier(L.LightningModule):
             raise ConfigError(
                 f"--model.unfreeze_at_epoch must be 0 or more (or unset: a linear probe), got {unfreeze_at_epoch}."
             )
+        for flag, value, allowed in (
+            ("scheduler", scheduler, ("none", "cosine", "onecycle")),
+            ("optimizer", optimizer, ("adam", "adamw", "sgd")),
+            ("activation", activation, ("relu", "tanh", "sigmoid")),
+            ("feature_precision", feature_precision, ("32", "bf16")),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"--model.{flag} must be one of {', '.join(allowed)}, got {value!r}.")
         if not backbone_lr_ratio > 0:
             raise ConfigError(f"--model.backbone_lr_ratio must be positive, got {backbone_lr_ratio}; try 0.1.")
         if finetune_blocks is not None and (arch not in LITE_VARIANTS or unfreeze_at_epoch is None):

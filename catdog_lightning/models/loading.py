@@ -24,6 +24,8 @@ def load_model(ckpt_path: str | os.PathLike, saved: dict | None = None) -> CatDo
     except (TypeError, RuntimeError, ValueError, MemoryError, OverflowError) as exc:
         reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise ConfigError(f"--ckpt_path {ckpt_path}: not a checkpoint of this model ({reason}).") from None
+    if bool((model.standardize.std <= 0).any()):
+        raise ConfigError(f"--ckpt_path {ckpt_path}: its input statistics hold a standard deviation of 0 or less.")
     # The network's weights and input statistics; metric states are not weights (the best-so-far starts at -inf).
     broken = first_nonfinite({"net": model.net.state_dict(), "standardize": model.standardize.state_dict()})
     if broken is not None:

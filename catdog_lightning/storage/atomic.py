@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 TMP_SUFFIX = ".catdog-tmp"  # distinctive: clean-up must never touch another program's temporaries
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
@@ -20,8 +22,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    # The writer's PID in the name: clean-up knows a temporary whose writer is gone from one being written.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would make it, not mkstemp's 0600
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -45,17 +49,34 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
+def _writer_alive(path: Path) -> bool | None:
+    """Whether the process named in a temporary's name (``.<file>.<pid>.<random>.catdog-tmp``) still runs;
+    None for a name without one."""
+    parts = path.name.split(".")
+    pid = next((int(p) for p in reversed(parts[:-2]) if p.isdigit()), None)
+    if pid is None or pid == os.getpid():
+        return None if pid is None else True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def remove_stale_temporaries(
     folder: str | os.PathLike, older_than_s: float = 0.0, names: tuple[str, ...] = ("",)
 ) -> list[Path]:
     """Delete this project's temporaries left in ``folder`` by writers killed mid-write: those of files whose
-    names start with one of ``names``, older than ``older_than_s``. Nothing else in the folder is touched."""
+    names start with one of ``names`` whose writer has ended, or older than ``older_than_s`` (a PID can be
+    reused, and older versions wrote none). Nothing else in the folder is touched."""
     now = time.time()
     stale = []
     found = [p for name in names for p in Path(folder).glob(f".{name}*{TMP_SUFFIX}")] if Path(folder).is_dir() else []
     for path in found:
         try:
-            if now - path.stat().st_mtime >= older_than_s:
+            if _writer_alive(path) is False or now - path.stat().st_mtime >= older_than_s:
                 path.unlink()
                 stale.append(path)
         except OSError:  # gone already: another process cleaned it up

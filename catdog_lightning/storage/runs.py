@@ -11,6 +11,8 @@ import fcntl
 import os
 import re
 import stat
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +59,20 @@ class RunDirectory:
     def metrics_file(self) -> Path:
         return self.path / "metrics.json"
 
+    def holder(self) -> str | None:
+        """The PID of the process training this run now (it holds the run's lock), or None."""
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # granted: nobody holds it (released on close)
+            return None
+        except BlockingIOError:
+            return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+
     @classmethod
     def next_version(cls, logs_dir: Path) -> RunDirectory:
         return cls(logs_dir, next_run_name(logs_dir))
@@ -74,13 +90,19 @@ class RunDirectory:
         return run if ckpt.absolute().parent.name == "checkpoints" and run.config_file.is_file() else None
 
 
-def latest_run(logs_dir: Path) -> RunDirectory | None:
-    """The run whose ``last.ckpt`` was written most recently."""
-    lasts = [p for p in logs_dir.glob("*/checkpoints/last.ckpt") if p.is_file()]
-    if not lasts:
-        return None
-    newest = max(lasts, key=lambda p: p.stat().st_mtime_ns)
-    return RunDirectory(logs_dir, newest.parent.parent.name)
+def latest_run(logs_dir: Path, skip_live: bool = False) -> RunDirectory | None:
+    """The run whose ``last.ckpt`` was written most recently; with ``skip_live``, of the runs no process is
+    training now (each one skipped is named on stderr)."""
+    lasts = sorted(
+        (p for p in logs_dir.glob("*/checkpoints/last.ckpt") if p.is_file()), key=lambda p: p.stat().st_mtime_ns
+    )
+    for last in reversed(lasts):
+        run = RunDirectory(logs_dir, last.parent.parent.name)
+        holder = run.holder() if skip_live else None
+        if holder is None:
+            return run
+        print(f"skipping {run.path}: process {holder} is training it", file=sys.stderr)
+    return None
 
 
 def resolve_checkpoint(
@@ -89,14 +111,15 @@ def resolve_checkpoint(
     """The checkpoint a command names with ``--ckpt_path``: every command reads it through here.
 
     A file path is returned as given (reading it checks it); ``last`` or ``best`` is that checkpoint of
-    ``--run_name``'s run, or of the most recent run under ``logs_dir``; None (the flag left out) means
-    ``best``. A :class:`ConfigError` says what is missing and how to get it.
+    ``--run_name``'s run, or of the most recent run under ``logs_dir`` that no process is training (a live
+    run is named and skipped, never read or written); None (the flag left out) means ``best``. A
+    :class:`ConfigError` says what is missing and how to get it.
     """
     if spec is not None and str(spec) not in ("last", "best"):
         return Path(spec)
     which = str(spec or "best")
     logs_dir = Path(logs_dir)
-    run = RunDirectory(logs_dir, run_name) if run_name else latest_run(logs_dir)
+    run = RunDirectory(logs_dir, run_name) if run_name else latest_run(logs_dir, skip_live=True)
     path = None if run is None else (run.last_ckpt if which == "last" else run.best_ckpt)
     if path is not None and path.is_file():
         return path
@@ -114,10 +137,10 @@ def resolve_checkpoint(
 
 def check_run_name(name: str) -> str:
     """``--run_name`` is one plain folder name under ``--logs_dir``: never a path that leads elsewhere."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._+=-]*", name or "") or name in (".", ".."):
         raise ConfigError(
-            f"--run_name {name!r}: give one plain folder name (no '/', not '.' or '..'); "
-            "runs always go under --logs_dir, which says where."
+            f"--run_name {name!r}: give one plain folder name of letters, digits and . _ - + = (not starting with "
+            "'-' or '.'); runs always go under --logs_dir, which says where."
         )
     return name
 
@@ -146,7 +169,14 @@ class RunLock:
             raise ConfigError(f"{self.path}: not a plain file of its own; a run's lock is one: remove it.")
         fh = os.fdopen(fd, "r+")
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for attempt in range(20):  # a reader (RunDirectory.holder) holds a shared lock for a moment
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if attempt == 19:
+                        raise
+                    time.sleep(0.01)
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "unknown"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import signal
+import time
 from pathlib import Path
 
 import lightning as L
@@ -134,3 +135,24 @@ class FiniteLoss(L.Callback):
             raise Diverged(
                 f"the training loss became {float(loss)} at epoch {trainer.current_epoch}, step {trainer.global_step}"
             )
+
+
+class FitClock(L.Callback):
+    """Seconds a run has trained, summed over every process it had: kept in its checkpoints, so a resumed run
+    goes on counting. ``extra``: this process's one-off work before fit (a probe's features)."""
+
+    def __init__(self, extra: float = 0.0):
+        self.before, self.extra, self._start = 0.0, extra, None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return self.before + self.extra + (time.perf_counter() - self._start if self._start is not None else 0.0)
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.before = float(state_dict.get("seconds", 0.0))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 import time
@@ -27,7 +28,7 @@ from ..storage.atomic import atomic_write_text, remove_stale_temporaries
 from ..storage.checkpoints import read_checkpoint
 from ..storage.runs import DEFAULT_LOGS_DIR, RunDirectory, claim
 from .allocator import keep_freed_memory, release_freed_memory
-from .callbacks import Diverged, EpochSeeder, FiniteLoss, SafeStops, TrainingInterrupted
+from .callbacks import Diverged, EpochSeeder, FiniteLoss, FitClock, SafeStops, TrainingInterrupted
 from .resume import RUN_NAME_ENV, is_main_process, resolve_run
 from .settings import DEFAULT_SEED, TRAINER_DEFAULTS
 from .trainer import (
@@ -41,17 +42,19 @@ from .trainer import (
 
 
 def _results_table(metrics: dict) -> str:
+    name, epoch, last = Path(metrics["tested_checkpoint"]).name, metrics["tested_epoch"], metrics["epochs_trained"] - 1
+    best_by, score = metrics["best_by"], metrics[metrics["best_by"]]
+    rank = "highest" if best_by == "val/acc" else "lowest"
+    why = f"the {rank} {best_by}, {score:.4f}" if epoch == metrics["best_epoch"] else "the end of training"
     rows = [
-        ("best epoch", f"{metrics['best_epoch']} of {metrics['epochs_trained']}"),
-        ("tested", Path(metrics["tested_checkpoint"]).name),
-        (metrics["best_by"], f"{metrics[metrics['best_by']]:.4f}"),
+        ("tested", f"{name}: epoch {epoch} of 0-{last}, {why}"),
         ("test/acc", f"{metrics['test/acc']:.4f}"),
         ("test/f1", f"{metrics['test/f1']:.4f}"),
         ("test/auroc", f"{metrics['test/auroc']:.4f}"),
         ("run dir", metrics["run_dir"]),
         ("watch", f"tensorboard --logdir {Path(metrics['run_dir']).parent}"),
     ]
-    return "\n".join(["", "Results (test metrics of the tested checkpoint)"] + [f"  {k:<11} {v}" for k, v in rows])
+    return "\n".join(["", "Results"] + [f"  {k:<11} {v}" for k, v in rows])
 
 
 def _count_flag(config: dict, name: str) -> int:
@@ -62,7 +65,7 @@ def _count_flag(config: dict, name: str) -> int:
     return value
 
 
-def _join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, ckpt: Path | None) -> tuple[float, str]:
+def join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, ckpt: Path | None) -> tuple[float, str]:
     """Hand the data's statistics and the starting weights to the model, and a probe's features to the data.
 
     Returns the seconds spent on backbone features and a line about them ("" when there are none).
@@ -91,6 +94,23 @@ def _join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, 
     if model.hparams.feature_precision == "bf16" and model.device.type == "cpu" and cpu_has_fast_bf16() is False:
         note += " (bf16 is emulated on this CPU: --model.feature_precision 32 is faster here)"
     return time.perf_counter() - start, note
+
+
+def data_and_model(config: dict, seed: int) -> tuple[CatDogDataModule, CatDogClassifier]:
+    """The run's DataModule, set up, and its model (the net's input size follows the data's)."""
+    datamodule = CatDogDataModule(**dict(config.get("data") or {}))
+    datamodule.sampling_seed = seed
+    if datamodule.hparams.val_fraction == 0:
+        raise ConfigError("--data.val_fraction 0 leaves no validation images to pick the best checkpoint; try 0.1.")
+    model_cfg = {**(config.get("model") or {}), "image_size": datamodule.hparams.image_size}
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = CatDogClassifier(**model_cfg)
+    # Decode (or load from cache) before anything else, so data errors surface before any Lightning output
+    # and before a run directory is made.
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    keep_freed_memory()  # from here on: training steps (not decoding, whose buffers are freed for good)
+    return datamodule, model
 
 
 def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
@@ -135,21 +155,8 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
             f"--trainer.max_epochs must be at least 1 (or -1: until stopped), got {max_epochs}: a run that trains "
             "no epoch has no checkpoint to test."
         )
-    model_cfg = dict(config.get("model") or {})
-    datamodule = CatDogDataModule(**dict(config.get("data") or {}))
-    datamodule.sampling_seed = seed
-    if datamodule.hparams.val_fraction == 0:
-        raise ConfigError("--data.val_fraction 0 leaves no validation images to pick the best checkpoint; try 0.1.")
-    # The net's input size always follows the data's.
-    model_cfg["image_size"] = datamodule.hparams.image_size
-    L.seed_everything(seed, workers=True, verbose=False)
-    model = CatDogClassifier(**model_cfg)
-    # Decode (or load from cache) before anything else, so data errors surface before any Lightning output
-    # and before a run directory is made.
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    keep_freed_memory()  # from here on: training steps (not decoding, whose buffers are freed for good)
-    features = _join_data_and_model(datamodule, model, ckpt)
+    datamodule, model = data_and_model(config, seed)
+    features = join_data_and_model(datamodule, model, ckpt)
     lock, created = None, False
     if is_main_process():  # other DDP processes join the directory the first one claimed
         try:
@@ -187,15 +194,17 @@ def _fit_and_test(
         trainer, best = build_trainer(
             run,
             dict(settings["trainer"]),
-            [EpochSeeder(seed), safe_stops, FiniteLoss(), *(callbacks or [])],
+            [EpochSeeder(seed), safe_stops, FiniteLoss(), FitClock(feature_seconds), *(callbacks or [])],
             settings["log_images"] and not settings["trainer"].get("fast_dev_run"),  # it logs nothing
             settings["early_stopping_patience"],
             lr_monitor=model.hparams.scheduler != "none" or model.hparams.unfreeze_at_epoch is not None,
             allowed=allowed,
             best_by=settings["best_by"],
+            early_stop_from=model.hparams.unfreeze_at_epoch or 0,
         )
     except (ValueError, TypeError) as exc:  # Lightning refusing a --trainer.* value it does not type-check
         raise ConfigError(f"{' '.join(str(exc).split())[:300]} (check the --trainer.* flags)") from None
+    done = int(read_checkpoint(ckpt)["epoch"]) + 1 if ckpt is not None else 0  # epochs a resumed run has trained
     resolved = {
         "data": dict(datamodule.hparams),
         "model": {k: v for k, v in model.hparams.items() if k != "image_size"},
@@ -212,25 +221,25 @@ def _fit_and_test(
         remove_stale_temporaries(run.checkpoints)  # from a run killed while writing a checkpoint
         if not trainer.fast_dev_run:  # a debugging run records nothing
             atomic_write_text(run.config_file, yaml.safe_dump(resolved, sort_keys=False))
-            write_hparams_summary(trainer.logger, resolved)
+            write_hparams_summary(trainer.logger, resolved, trainer)
         if ckpt is not None:
             print(f"Resuming {run.path} from {ckpt}")
-            done = int(read_checkpoint(ckpt)["epoch"]) + 1
-            if done >= trainer.max_epochs:
+            if done >= trainer.max_epochs >= 0:
                 print(
                     f"{run.name} has trained {done} epoch(s) already (--trainer.max_epochs {trainer.max_epochs}): "
                     "nothing to train, so it is only tested again. Give a larger --trainer.max_epochs to train further."
                 )
-    fit_start = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+        if not done > trainer.max_epochs >= 0:  # Lightning refuses a checkpoint beyond max_epochs: it is only tested
+            trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     except SIGTERMException:  # SIGTERM before training began (Lightning's own handler): nothing new to save
         raise Interrupted(f"stopped by SIGTERM before training began; {run.path} is unchanged.", 128 + 15) from None
     except Diverged as stop:
         lr = model.hparams.lr
+        lower = f", e.g. {lr / 10:g}" if math.isfinite(lr) else ""
+        kept = f"the last good checkpoint is {run.last_ckpt}" if run.last_ckpt.is_file() else "no checkpoint was saved"
         raise ConfigError(
-            f"{stop}: the run diverged. Try a lower learning rate (--model.lr {lr:g} now, e.g. {lr / 10:g}); "
-            f"the last good checkpoint is {run.last_ckpt}."
+            f"{stop}: the run diverged. Try a lower learning rate (--model.lr {lr:g} now{lower}); {kept}."
         ) from None
     except (OSError, RuntimeError) as exc:
         if not _is_write_failure(exc):
@@ -245,7 +254,6 @@ def _fit_and_test(
             f"python scripts/train.py --ckpt_path last --run_name {run.name}",
             exit_code=128 + stop.signum,
         ) from None
-    fit_seconds = time.perf_counter() - fit_start + feature_seconds
     if trainer.fast_dev_run:
         return _dev_run_test(trainer, model, datamodule, run)
 
@@ -260,12 +268,13 @@ def _fit_and_test(
     # Read back from the files: under ddp_spawn this process's trainer did not run the loops itself.
     best_saved, last_saved = read_checkpoint(best_path), read_checkpoint(run.last_ckpt)
     metrics = {
-        "best_epoch": int(best_saved["epoch"]) + 1,  # 1-based: "the 12th epoch"
+        "best_epoch": int(best_saved["epoch"]),  # counted from 0, as Lightning's log counts them
+        "tested_epoch": int((last_saved if test_path == run.last_ckpt else best_saved)["epoch"]),
         "epochs_trained": int(last_saved["epoch"]) + 1,
         "tested_checkpoint": str(test_path),
         "global_step": int(last_saved["global_step"]),
-        # this process's trainer.fit, plus a linear probe's one-off feature extraction (a resumed run's later part only)
-        "fit_seconds": fit_seconds,
+        # training (and a probe's one-off features) in every process the run had: resumes go on counting
+        "fit_seconds": float(last_saved["callbacks"].get("FitClock", {}).get("seconds", 0.0)),
         "feature_seconds": feature_seconds,
         "best_by": settings["best_by"],
         settings["best_by"]: float(best_saved["callbacks"][best.state_key]["best_model_score"]),
@@ -285,7 +294,8 @@ def _is_write_failure(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM)
     text = str(exc).lower()
-    return any(word in text for word in ("no space", "read-only", "failed writing", "file write failed"))
+    words = ("no space", "read-only", "failed writing", "file write failed", "unexpected pos")
+    return any(word in text for word in words)
 
 
 def _dev_run_test(trainer: L.Trainer, model: CatDogClassifier, datamodule: CatDogDataModule, run) -> dict:

@@ -60,6 +60,7 @@ def _resolve_resume(config: dict, logs_dir: Path, allowed: tuple[str, ...]) -> t
     else:
         run = RunDirectory.owning(ckpt) or (RunDirectory(logs_dir, run_name) if run_name else None)
     saved = read_checkpoint(ckpt)
+    check_resumable(saved, ckpt)
     load_model(ckpt, saved)  # refuses, in one line, a checkpoint that does not build this model (before Lightning)
     broken = first_nonfinite(saved.get("optimizer_states", []), "optimizer_states")
     if broken is not None:
@@ -70,9 +71,16 @@ def _resolve_resume(config: dict, logs_dir: Path, allowed: tuple[str, ...]) -> t
     if run is not None and run.config_file.is_file():
         base = read_saved_config(run, allowed)
         _check_against_checkpoint(base, saved, run.config_file, ckpt)
-    else:  # a checkpoint from elsewhere: its own hyperparameters say what it is
-        base = {"model": dict(saved["hyper_parameters"]), "data": dict(saved.get("datamodule_hyper_parameters", {}))}
+    else:  # a checkpoint from elsewhere: its own hyperparameters say what it is (not where its cache was)
+        data = {k: v for k, v in saved.get("datamodule_hyper_parameters", {}).items() if k != "cache_dir"}
+        base = {"model": dict(saved["hyper_parameters"]), "data": data}
         run = run or RunDirectory.next_version(logs_dir)
+    data_size, model_size = base["data"].get("image_size"), saved["hyper_parameters"].get("image_size")
+    if None not in (data_size, model_size) and data_size != model_size:
+        raise ConfigError(
+            f"--ckpt_path {ckpt}: its data settings say {data_size} px but its model takes {model_size} px; the "
+            "checkpoint is damaged or hand-made."
+        )
     for section, key in FIXED_KEYS:
         given = config.get(section, {}).get(key)
         had = base.get(section, {}).get(key)
@@ -82,6 +90,31 @@ def _resolve_resume(config: dict, logs_dir: Path, allowed: tuple[str, ...]) -> t
                 "its architecture and input statistics. Drop the flag, or start a new run without --ckpt_path."
             )
     return ckpt, run, base
+
+
+def check_resumable(saved: dict, ckpt: Path) -> None:
+    """What Lightning restores from a checkpoint, checked for its shape first: a damaged or hand-made one is
+    one line, not a traceback from inside the Trainer."""
+    problem = None
+    for key in ("epoch", "global_step"):
+        if not isinstance(saved.get(key), int) or isinstance(saved.get(key), bool) or saved[key] < 0:
+            problem = f"its {key} is {saved.get(key)!r}, not a count"
+    for key in ("callbacks", "loops"):
+        if not isinstance(saved.get(key), dict) or not all(isinstance(v, dict) for v in saved[key].values()):
+            problem = f"its {key} are missing or damaged"
+    optimizers = saved.get("optimizer_states")
+    if not isinstance(optimizers, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("state"), dict) and isinstance(o.get("param_groups"), list)
+        for o in optimizers
+    ):
+        problem = "its optimiser state is missing or damaged (a weights-only file cannot be resumed)"
+    if not isinstance(saved.get("lr_schedulers", []), list):
+        problem = "its learning-rate schedule state is damaged"
+    if problem:
+        raise ConfigError(
+            f"--ckpt_path {ckpt}: cannot be resumed: {problem}. Resume from another checkpoint, or start a new run "
+            "(predict.py and evaluate.py can still use its weights)."
+        )
 
 
 def read_saved_config(run: RunDirectory, allowed: tuple[str, ...] = ()) -> dict:

@@ -9,6 +9,7 @@ allowed module, checked before anything is imported: a settings file is data, ne
 
 from __future__ import annotations
 
+import difflib
 import re
 from argparse import ArgumentError
 from typing import Any, Literal
@@ -106,14 +107,49 @@ TYPE_WORDS = {"float": "a number", "int": "a whole number", "bool": "true or fal
 
 
 def one_line(exc: BaseException) -> str:
+    """jsonargparse's error, in words and on one line: it speaks Python ("Expected a <class 'float'>. Got value:
+    abc", "Does not validate against any of the Union subtypes ..."), users read flags and values."""
     text = " ".join(str(exc).split())
     text = text.replace('Parser key "', "--").replace('":', ":", 1) if text.startswith("Parser key") else text
-    # jsonargparse speaks Python ("Expected a <class 'float'>. Got value: abc"); say it in words.
+    problem = re.search(r"Problem with given class_path '([\w.]+)': (.*?) - ", text)
+    if problem:  # a class named with what it needs missing: say that, not the Union's every other subtype
+        return f"{text.split(':')[0]}: {problem.group(1)}: {problem.group(2)}"
+    union = re.search(r"Union subtypes Subtypes: \[(.*?)\].*Given value: (.*)$", text)
+    if union:
+        kinds = [TYPE_WORDS.get(k, k) for k in re.findall(r"<class '(\w+)'>", union.group(1)) if k != "NoneType"]
+        empty = " (or null)" if "NoneType" in union.group(1) else ""
+        return f"{text.split(':')[0]}: expected {' or '.join(kinds) or 'another value'}{empty}, got {union.group(2)}"
+    choices = re.search(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)$", text)
+    if choices:
+        options, got = re.findall(r"'([^']*)'", choices.group(1)), choices.group(2)
+        return f"{text.split(':')[0]}: expected one of {', '.join(options)}; got {got}{did_you_mean(got, options)}"
     return re.sub(
         r"Expected a <class '(\w+)'>\. Got value: (.*)",
         lambda m: f"expected {TYPE_WORDS.get(m.group(1), m.group(1))}, got {m.group(2)}",
         text,
     )
+
+
+def did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def known_settings(parser: ArgumentParser) -> set[str]:
+    """Every setting the parser takes, dotted (data.batch_size, trainer.max_epochs, seed_everything...)."""
+    return {action.dest for action in parser._actions if action.dest not in ("help", "config")}
+
+
+def unknown_settings(settings: dict, known: set[str]) -> list[str]:
+    """The dotted keys of a --config file's mapping that are not settings, each with a suggestion."""
+    groups = {name.split(".")[0] for name in known if "." in name}
+    keys = []
+    for key, value in settings.items():
+        if key in groups and isinstance(value, dict):
+            keys += [f"{key}.{sub}" for sub in value]
+        else:
+            keys.append(str(key))
+    return [key + did_you_mean(key, known) for key in keys if key not in known]
 
 
 

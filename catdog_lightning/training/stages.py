@@ -14,6 +14,7 @@ import lightning as L
 import torch
 
 from ..data import CatDogDataModule
+from ..data.scan import printable
 from ..errors import ConfigError
 from ..models.loading import load_model
 from ..storage.checkpoints import read_checkpoint
@@ -23,8 +24,31 @@ from .trainer import quiet_known_warnings
 
 
 def checkpoint_data(saved: dict, data: dict | None = None) -> CatDogDataModule:
-    """A DataModule with a (read) checkpoint's own data settings, updated by ``data``."""
-    return CatDogDataModule(**{**saved.get("datamodule_hyper_parameters", {}), **(data or {})})
+    """A DataModule with a (read) checkpoint's own data settings, updated by ``data``.
+
+    The checkpoint's settings are checked before use, and the places they name are not followed: the decode
+    cache goes where the command line (or the default) says, and built-in pictures the checkpoint says it
+    trained on are used only where they already are, never drawn anew into the current folder.
+    """
+    settings = {k: v for k, v in saved.get("datamodule_hyper_parameters", {}).items() if k != "cache_dir"}
+    settings.update(data or {})
+    try:
+        datamodule = CatDogDataModule(**settings)
+    except (TypeError, ValueError) as exc:  # a damaged or hand-made checkpoint's settings
+        reason = " ".join(str(exc).split())[:160]
+        raise ConfigError(f"--ckpt_path: its data settings are unusable ({reason}).") from None
+    model_size = saved["hyper_parameters"].get("image_size")
+    if model_size is not None and datamodule.hparams.image_size != model_size:
+        raise ConfigError(
+            f"--ckpt_path: its data settings say {datamodule.hparams.image_size} px but its model takes {model_size} "
+            "px; the checkpoint is damaged or hand-made."
+        )
+    if datamodule.hparams.data_dir is None and not datamodule.root.is_dir():
+        raise ConfigError(
+            f"--ckpt_path: it was trained on the built-in pictures, which are not in {datamodule.root} here; give "
+            "--data.data_dir with labelled photos (or run from the folder it was trained in)."
+        )
+    return datamodule
 
 
 def evaluator(trainer: dict, **options) -> L.Trainer:
@@ -73,4 +97,4 @@ def stage_command(stage: str, flags: dict) -> None:
     datamodule = checkpoint_data(saved, flags.get("data"))
     probs = predicted_probabilities(ckpt, saved, datamodule, evaluator(trainer)).tolist()
     for path, p in zip(datamodule.test_set.paths, probs, strict=True):
-        print(f"{path}\t{p:.4f}\t{'cat' if p > 0.5 else 'dog'}")
+        print(f"{printable(path)}\t{p:.4f}\t{'cat' if p > 0.5 else 'dog'}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import warnings
 from pathlib import Path
@@ -23,6 +24,8 @@ from .settings import check_class_paths
 from .tensorboard import TensorBoardPictures
 
 BEST_MODE = {"val/acc": "max", "val/loss": "min"}  # what best.ckpt (and early stopping) follows
+# The settings people compare runs by, first in HPARAMS.
+HPARAMS_FIRST = ("model.arch", "model.lr", "data.image_size", "data.data_dir", "trainer.precision", "seed_everything")
 # The columns users sort runs by in TensorBoard's HPARAMS tab (the best validation accuracy, not the last).
 HPARAM_METRICS = ("val/acc_best", "test/acc", "test/auroc", "val/acc", "val/loss")
 
@@ -40,25 +43,80 @@ class RunLogger(TensorBoardLogger):
         super().save()  # finds the file written, and flushes the events
 
 
+class EarlyStoppingFrom(EarlyStopping):
+    """Lightning's EarlyStopping, watching from ``start_epoch`` on: a fine-tune's head-only epochs settle before
+    its backbone unfreezes, and must not stop the run before the backbone has trained."""
+
+    def __init__(self, start_epoch: int, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.start_epoch = start_epoch
+
+    def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
+        if trainer.current_epoch >= self.start_epoch:
+            super()._run_early_stopping_check(trainer)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, for run folders that get copied and moved: a resumed run takes its best
+    score and best path from the checkpoint, moved into the folder it lives in now. (Lightning restores them
+    only when the folder's path is unchanged, and a copy would then overwrite its real best.ckpt with the
+    first epoch it trains, however much worse.)"""
+
+    @property
+    def state_key(self) -> str:  # ModelCheckpoint's, so checkpoints written before this class still resume
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        here, there = str(self.dirpath), state_dict.get("dirpath")
+        if there and there != here:
+            move = lambda path: str(Path(here) / Path(path).name) if path else path  # noqa: E731
+            state_dict = {
+                **state_dict,
+                "dirpath": here,
+                **{k: move(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path", "last_model_path")},
+                "best_k_models": {move(k): v for k, v in (state_dict.get("best_k_models") or {}).items()},
+            }
+        super().load_state_dict(state_dict)
+
+
 def hparams_table(config: dict) -> dict[str, int | float | str | bool]:
-    """Every resolved setting as one flat row of HPARAMS: data, model, trainer and the top-level ones."""
+    """Every resolved setting as one flat row of HPARAMS: data, model, trainer and the top-level ones, those
+    people compare runs by first (TensorBoard shows the first columns when the tab opens)."""
     flat: dict[str, int | float | str | bool] = {}
     for key, value in config.items():
         items = value.items() if isinstance(value, dict) else [(None, value)]
         for sub, item in items:
             name = f"{key}.{sub}" if sub is not None else key
             flat[name] = item if isinstance(item, (int, float, str, bool)) else str(item)
-    return flat
+    leading = {name: flat.pop(name) for name in HPARAMS_FIRST if name in flat}
+    return {**leading, **flat}
 
 
-def write_hparams_summary(logger: TensorBoardLogger, config: dict) -> None:
+def write_hparams_summary(logger: TensorBoardLogger, config: dict, trainer: L.Trainer | None = None) -> None:
     """Tell TensorBoard's HPARAMS tab every setting and which scalars to show beside it (not hp_metric = -1)."""
+    if trainer is not None:  # what the Trainer resolved, whether or not a flag gave it
+        config = {**config, "trainer": {**config.get("trainer", {}), "precision": str(trainer.precision)}}
     writer = logger.experiment._get_file_writer()
     for summary in hparams_summary(hparams_table(config), {name: 0.0 for name in HPARAM_METRICS}):
         writer.add_summary(summary)
 
 
-def instantiate(specs, flag: str, kind: type, allowed: tuple[str, ...] = ()) -> list:
+def inside_the_run(logger: type, init_args: dict, run: RunDirectory) -> dict:
+    """Where an extra logger writes: inside the run, in a folder of its own (``--trainer.logger.save_dir csv``
+    means ``<run>/csv/``; unsaid, ``<run>/<its name>/``), never beside the runs nor over TensorBoard's files."""
+    accepted = inspect.signature(logger).parameters
+    placed = dict(init_args)
+    if "save_dir" in accepted:
+        name = logger.__name__.lower().removesuffix("logger") or "logs"
+        save_dir = Path(placed.get("save_dir") or name).expanduser()
+        placed["save_dir"] = str(save_dir if save_dir.is_absolute() else run.path / save_dir)
+        for key in ("name", "version"):
+            if key in accepted and placed.get(key) is None:
+                placed[key] = ""
+    return placed
+
+
+def instantiate(specs, flag: str, kind: type, allowed: tuple[str, ...] = (), place=None) -> list:
     """Objects from LightningCLI-style ``{"class_path": ..., "init_args": {...}}`` specs (one, or a list).
 
     A bare class name is looked up among Lightning's callbacks and loggers; anything else needs its full
@@ -87,8 +145,10 @@ def instantiate(specs, flag: str, kind: type, allowed: tuple[str, ...] = ()) -> 
             raise ConfigError(f"{flag}: cannot import {path}; give the full import path, e.g. mypackage.MyCallback.")
         if not (isinstance(found, type) and issubclass(found, kind)):
             raise ConfigError(f"{flag}: {path} is not a Lightning {kind.__name__}; nothing was run.")
+        init_args = dict(spec.get("init_args") or {})
+        init_args = place(found, init_args) if place else init_args
         try:
-            out.append(found(**(spec.get("init_args") or {})))
+            out.append(found(**init_args))
         except (TypeError, ValueError, ImportError) as exc:  # bad init_args, or a package it needs is missing
             raise ConfigError(f"{flag} {path}: {' '.join(str(exc).split())[:200]}") from None
     return out
@@ -103,14 +163,20 @@ def build_trainer(
     lr_monitor: bool = False,
     allowed: tuple[str, ...] = (),
     best_by: str = "val/acc",
+    early_stop_from: int = 0,
 ) -> tuple[L.Trainer, ModelCheckpoint]:
     # TensorBoard always, first (trainer.logger: the pictures and HPARAMS go there); --trainer.logger adds more.
     logger = RunLogger(save_dir=str(run.logs_dir), name="", version=run.name, default_hp_metric=False)
-    extra_loggers = instantiate(trainer_cfg.pop("logger", None), "--trainer.logger", Logger, allowed)
+    extra_loggers = instantiate(
+        trainer_cfg.pop("logger", None), "--trainer.logger", Logger, allowed, lambda cls, a: inside_the_run(cls, a, run)
+    )
     extra_callbacks = instantiate(trainer_cfg.pop("callbacks", None), "--trainer.callbacks", L.Callback, allowed)
-    if trainer_cfg.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in extra_callbacks):
+    # None (what --print_config writes for Lightning's default) means on, as leaving the flag out does.
+    if trainer_cfg.get("enable_progress_bar") is None:
+        trainer_cfg["enable_progress_bar"] = True
+    if trainer_cfg["enable_progress_bar"] and not any(isinstance(c, ProgressBar) for c in extra_callbacks):
         extra_callbacks.append(progress_bar())
-    best = ModelCheckpoint(
+    best = RunCheckpoint(
         dirpath=run.checkpoints,
         filename="best",
         monitor=best_by,
@@ -121,7 +187,7 @@ def build_trainer(
     )
     # A second, unmonitored checkpoint rewritten after every epoch: save_last on the monitored one
     # only writes when a new best is saved, which leaves a stale last.ckpt.
-    last = ModelCheckpoint(
+    last = RunCheckpoint(
         dirpath=run.checkpoints, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
     )
     plugins = trainer_cfg.pop("plugins", None) or []
@@ -133,7 +199,7 @@ def build_trainer(
             last,
             *([TensorBoardPictures()] if log_images else []),
             *(
-                [EarlyStopping(best_by, mode=BEST_MODE[best_by], patience=early_stopping_patience)]
+                [EarlyStoppingFrom(early_stop_from, best_by, mode=BEST_MODE[best_by], patience=early_stopping_patience)]
                 if early_stopping_patience
                 else []
             ),

@@ -123,8 +123,10 @@ def test_flags_reach_train(tiny_dataset, tmp_path):
         (["--data.val_fraction", "0"], "--data.val_fraction 0 leaves no validation images"),
         (["--model.activation", "gelu"], "--model.activation"),
         (["--model.lr", "abc"], "--model.lr: expected a number, got abc"),
-        (["--trainer.max_epoch", "3"], "unrecognized arguments: --trainer.max_epoch"),  # no silent prefixes
-        (["--no_such_flag", "1"], "unrecognized arguments"),
+        (["--trainer.max_epoch", "3"], "unknown flag --trainer.max_epoch (did you mean --trainer.max_epochs?)"),
+        (["--no_such_flag", "1"], "unknown flag --no_such_flag"),
+        (["--trainer.max_epochs", "five"], "--trainer.max_epochs: expected a whole number (or null), got five"),
+        (["--model.arch", "efficientnet_lite"], "got efficientnet_lite (did you mean efficientnet_lite2?)"),
         (["--data.data_dir", "does/not/exist"], "does/not/exist does not exist"),
         (["--ckpt_path", "last"], "--ckpt_path last: no checkpoints/last.ckpt"),
         (["--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
@@ -171,10 +173,24 @@ def test_a_log_file_gets_one_readable_line_per_epoch(tiny_config, tmp_path):
     epochs = [line for line in log.splitlines() if line.startswith("Epoch ")]
     assert [line.split(":")[0] for line in epochs] == [f"Epoch {i}" for i in range(12)]
     assert all("val/acc=" in line and "train/loss=" in line for line in epochs)
-    assert "Results (test metrics" in log
+    assert "\nResults\n  tested      best.ckpt: epoch " in log
 
 
 def test_a_data_error_is_the_only_line(tmp_path):
     out = run_script("--data.data_dir", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: --data.data_dir")
+
+
+def test_a_config_file_s_mistakes_are_all_named_with_the_file(tmp_path, capsys):
+    typos = tmp_path / "typos.yaml"
+    typos.write_text("data:\n  batchsize: 3\n  imagesize: 4\nmodel:\n  lr: 0.1\n")
+    assert cli.main(["--config", str(typos)]) == 2
+    err = capsys.readouterr().err
+    assert str(typos) in err and "data.batchsize (did you mean data.batch_size?)" in err
+    assert "data.imagesize (did you mean data.image_size?)" in err and err.count("\n") == 1
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("data: [1, 2\n")
+    assert cli.main(["--config", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert f"{broken}: not valid YAML (line 2" in err and "<unicode string>" not in err

@@ -99,4 +99,5 @@ def test_benchmark_refuses_unknown_parts_and_accelerators(capsys):
     assert benchmark_main(["--parts", "[mlp,gpus]"]) == 2
     assert benchmark_main(["--accelerator", "tpu"]) == 2
     err = capsys.readouterr().err
-    assert "--parts takes some of mlp, cnn, threads; gpus is not one." in err and "--accelerator must be cpu" in err
+    assert "--parts takes some of mlp, cnn, threads, backbones; gpus is not one." in err
+    assert "--accelerator must be cpu" in err

@@ -27,7 +27,7 @@ def test_measure_runs_the_command_and_reads_its_metrics_back(tiny_dataset, tmp_p
     assert record["command"] == row.signature() and "--seed_everything S" in row.signature()
     saved = (tmp_path / "logs" / "tiny-seed3" / "config.yaml").read_text()
     assert "seed_everything: 3" in saved
-    assert "Results (test metrics" in (tmp_path / "logs" / "tiny-seed3.log").read_text()
+    assert "\nResults\n  tested" in (tmp_path / "logs" / "tiny-seed3.log").read_text()
     again = measure(row, 3, str(tiny_dataset), tmp_path / "logs")  # a stored run is replaced, not refused
     assert again["test_acc"] == record["test_acc"]
 

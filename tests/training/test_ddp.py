@@ -68,7 +68,7 @@ def test_train_script_under_ddp_and_its_resume(tiny_config, tmp_path):
         return out.stdout
 
     first = run("--trainer.max_epochs", "2")
-    assert first.count("Results (test metrics") == 1 and first.count("Data: ") == 1
+    assert first.count("\nResults\n  tested") == 1 and first.count("Data: ") == 1
     second = run("--ckpt_path", "last", "--trainer.max_epochs", "3")
     logs = Path(tiny_config["logs_dir"])
     assert [p.name for p in logs.iterdir()] == ["version_0"], "both processes joined one run directory"

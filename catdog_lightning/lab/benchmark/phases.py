@@ -24,6 +24,7 @@ from ...data import CatDogDataModule, scan_folder
 from ...data.augment import flip_and_crop
 from ...data.cache import load_or_decode
 from ...models import MLP, schedules
+from ...models.backbones import build_backbone
 from ...models.cnn import SmallCNN
 from ...models.layers import Standardize, average_views, zoom_margin
 from ..lesson import BATCH, IMAGE_SIZE, LessonDataset, fit_epochs
@@ -193,12 +194,51 @@ def phase_cnn_floor(
     return {"epoch_s": times, "images": len(train_y), "image_size": recipe["data"]["image_size"]}
 
 
+def phase_backbone(arch: str, image_size: int, precision: str = "32-true", what: str = "features", **_) -> dict:
+    """Images/s of a pretrained backbone at a recipe's size: its features under no_grad (what a probe computes
+    once per photo, in batches of FEATURE_BATCH), or a training step of the whole network (forward, backward,
+    AdamW; batch 16, BatchNorm frozen), in fp32 or under bf16 autocast. Random weights: the speed is the same."""
+    from ...models.features import FEATURE_BATCH
+    from ...training.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    torch.manual_seed(0)
+    backbone, size = build_backbone(arch, image_size)
+    head = torch.nn.Linear(size, 1)
+    batch = FEATURE_BATCH if what == "features" else 16
+    images = torch.rand(batch, 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
+    labels = torch.rand(batch)
+    bf16 = precision.startswith("bf16")
+    optimizer = torch.optim.AdamW([*backbone.parameters(), *head.parameters()], lr=1e-4, fused=True)
+
+    def one() -> None:
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            if what == "features":
+                with torch.no_grad():
+                    backbone.eval()(images)
+                return
+            logits = head(backbone.eval()(images)).squeeze(-1).float()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):  # oneDNN picks its kernels on the first calls
+        one()
+    steps = 64 // batch if what == "features" else 4
+    start = time.perf_counter()
+    for _ in range(steps):
+        one()
+    return {"images_per_s": steps * batch / (time.perf_counter() - start)}
+
+
 PHASES = {
     "lesson": phase_lesson,
     "floor": phase_floor,
     "cache_build": phase_cache_build,
     "project": phase_project,
     "cnn_floor": phase_cnn_floor,
+    "backbone": phase_backbone,
 }
 
 
@@ -214,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--arch", default="efficientnet_lite0")
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--what", default="features")
     args = vars(parser.parse_args(argv))
     result = PHASES[args.pop("phase")](**args)
     result["peak_rss_mb"] = peak_rss_mb()

@@ -20,7 +20,9 @@ import torch
 from ...errors import ConfigError, DataError
 from .tables import format_table, summarise
 
-PARTS = ("mlp", "cnn", "threads")
+PARTS = ("mlp", "cnn", "threads", "backbones")
+# The pretrained recipes' backbones at their sizes, timed in fp32 and bf16.
+BACKBONE_SETTINGS = (("efficientnet_lite0", 224), ("efficientnet_lite1", 240), ("efficientnet_lite2", 260))
 # (intra-op threads, DataLoader workers) tried for the CNN in bf16; threads 0 is torch's default (one per core).
 THREAD_SETTINGS = ((0, 0), (1, 0), (0, 1), (0, 2))
 
@@ -66,6 +68,20 @@ def run_benchmark(data_dir: str, epochs: int = 5, parts=PARTS, accelerator: str 
                     ),
                 }
                 for threads, workers in THREAD_SETTINGS
+            ]
+        if "backbones" in parts:
+            results["backbones"] = [
+                {
+                    "arch": arch,
+                    "image_size": size,
+                    "what": what,
+                    **{
+                        precision: run_phase("backbone", arch=arch, image_size=size, precision=precision, what=what)
+                        for precision in ("32-true", "bf16-mixed")
+                    },
+                }
+                for arch, size in BACKBONE_SETTINGS
+                for what in ("features", "step")
             ]
     return summarise(results)
 

@@ -51,6 +51,7 @@ def markdown_table(head: tuple, rows: list[tuple]) -> list[str]:
 def format_table(r: dict) -> str:
     parts = [_mlp_table(r) if "lesson" in r else "", _cnn_table(r) if "cnn" in r else ""]
     parts.append(_threads_table(r) if "threads" in r else "")
+    parts.append(_backbones_table(r) if "backbones" in r else "")
     return "\n\n".join(p for p in parts if p)
 
 
@@ -155,3 +156,12 @@ def _mlp_table(r: dict) -> str:
     return "\n".join(out)
 
 
+def _backbones_table(r: dict) -> str:
+    rows = []
+    for b in r["backbones"]:
+        fp32, bf16 = b["32-true"]["images_per_s"], b["bf16-mixed"]["images_per_s"]
+        what = "features (no_grad, batch 4)" if b["what"] == "features" else "training step (batch 16)"
+        rows.append((b["arch"], b["image_size"], what, f"{fp32:.1f}", f"{bf16:.1f}", f"{bf16 / fp32:.2f}x"))
+    head = ("backbone", "px", "what", "fp32 images/s", "bf16 images/s", "bf16 / fp32")
+    title = "Pretrained backbones at their recipes' sizes, fp32 against bf16 autocast"
+    return "\n".join([title, *markdown_table(head, rows)])

@@ -1,0 +1,154 @@
+"""The LitAPI: what LitServe runs in each inference worker, for each batch of requests.
+
+LitServe gives the HTTP server (FastAPI and uvicorn), the request queue, dynamic batching (requests that
+arrive within ``batch_timeout`` of each other share one forward pass, up to ``max_batch_size``), worker
+processes and their restart, timeouts, the payload limit and the health route. This module is the glue: a
+request's photos are decoded exactly as training decoded them, the model loads through the safe checkpoint
+loader, and a bad photo is answered with a 4xx for its own request alone.
+
+LitServe fails every request of a batch when one of them raises, so nothing here raises per request:
+``decode_request`` returns a :class:`Rejected` for a bad one, which travels through the batch untouched and
+becomes its 4xx response in ``encode_response``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from dataclasses import dataclass
+
+import litserve as ls
+import numpy as np
+import torch
+from fastapi import Depends, HTTPException
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+
+from ..data.decode import decode_image
+from ..inference.predictor import load_classifier
+
+FIELD = "image"  # the multipart field, or the JSON key, of a photo (several: repeat it, or a JSON list)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A request that cannot be answered: its status and one line saying why."""
+
+    status: int
+    message: str
+
+
+def _photos(request) -> list[tuple[str, bytes]] | Rejected:
+    """``(name, bytes)`` of each photo of a multipart form (field ``image``) or a JSON body (base64)."""
+    if hasattr(request, "getlist"):  # a form (multipart upload)
+        files = request.getlist(FIELD)
+        if not files:
+            return Rejected(400, f"no '{FIELD}' field: upload the photo as multipart field '{FIELD}'")
+        photos = []
+        for item in files:
+            if not hasattr(item, "file"):
+                return Rejected(400, f"'{FIELD}' must be a file upload, not text")
+            photos.append((item.filename or FIELD, item.file.read()))
+        return photos
+    if not isinstance(request, dict) or FIELD not in request:
+        return Rejected(400, f'send JSON {{"{FIELD}": "<base64 of the file>"}} or a multipart field "{FIELD}"')
+    items = request[FIELD] if isinstance(request[FIELD], list) else [request[FIELD]]
+    photos = []
+    for i, item in enumerate(items):
+        try:
+            photos.append((f"{FIELD}[{i}]", base64.b64decode(str(item), validate=True)))
+        except (binascii.Error, ValueError):
+            return Rejected(400, f"{FIELD}[{i}] is not base64")
+    return photos
+
+
+class CatDogAPI(ls.LitAPI):
+    """P(cat) of uploaded photos through a trained checkpoint (``backend`` torch) or its ONNX export (onnx)."""
+
+    def __init__(self, ckpt: str, backend: str = "torch", onnx_path: str | None = None, model: dict | None = None,
+                 api_key: str | None = None, threads: int = 0, **batching):  # fmt: skip
+        super().__init__(**batching)
+        self.ckpt, self.backend, self.onnx_path, self.threads = ckpt, backend, onnx_path, threads
+        self.model_info, self.api_key = model or {}, api_key
+
+    def setup(self, device: str) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self.classifier = load_classifier(self.ckpt, device="cpu" if device == "cpu" else device)
+        self.size, self.draft = self.classifier.image_size, self.classifier.draft
+        if self.backend == "onnx":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            if self.threads:
+                options.intra_op_num_threads = self.threads
+            self.session = ort.InferenceSession(self.onnx_path, options)
+
+    def authorize(self, key: str | None = Depends(APIKeyHeader(name="X-API-Key", auto_error=False))) -> None:
+        """With --api_key, every route but the page needs the header ``X-API-Key``."""
+        if self.api_key and key != self.api_key:
+            raise HTTPException(401, "wrong or missing X-API-Key header")
+
+    def decode_request(self, request, **kwargs) -> list[np.ndarray] | Rejected:
+        photos = _photos(request)
+        if isinstance(photos, Rejected):
+            return photos
+        if not photos:
+            return Rejected(400, f"'{FIELD}' holds no photo")
+        images = []
+        for name, data in photos:
+            if not data:
+                return Rejected(400, f"{name}: the file is empty")
+            try:
+                images.append(decode_image(data, self.size, self.draft))
+            except Exception as exc:  # noqa: BLE001 (every unreadable photo is the client's 4xx, never a crash)
+                reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+                return Rejected(422 if "decompression bomb" in reason.lower() else 400, f"{name}: not a readable "
+                                f"JPEG, PNG, BMP or WebP photo ({type(exc).__name__}: {reason})")  # fmt: skip
+        return images
+
+    def batch(self, inputs: list) -> list:
+        return inputs  # each request's own list of photos (or its rejection); predict pools them
+
+    def predict(self, requests: list, **kwargs) -> list:
+        """One forward pass for every photo of every request in the batch; P(cat) back per request."""
+        if self.max_batch_size == 1:  # LitServe hands over one request, unbatched
+            return self.predict([requests])[0]
+        photos = [image for r in requests if not isinstance(r, Rejected) for image in r]
+        if not photos:
+            return requests
+        pixels = np.stack(photos).transpose(0, 3, 1, 2)  # N x 3 x S x S uint8, as training's
+        if self.backend == "onnx":
+            (probs,) = self.session.run(None, {"images": pixels.astype(np.float32) / 255})
+            probs = probs.tolist()
+        else:
+            probs = self.classifier.probabilities(torch.from_numpy(pixels)).tolist()
+        out, start = [], 0
+        for request in requests:
+            if isinstance(request, Rejected):
+                out.append(request)
+            else:
+                out.append(probs[start : start + len(request)])
+                start += len(request)
+        return out
+
+    def unbatch(self, output: list) -> list:
+        return output
+
+    def encode_response(self, output, **kwargs):
+        if isinstance(output, Rejected):
+            return JSONResponse({"error": output.message}, status_code=output.status)
+        answers = [{"label": "cat" if p > 0.5 else "dog", "p_cat": round(float(p), 6)} for p in output]
+        if len(answers) == 1:
+            return {**answers[0], "model": self.model_info.get("name")}
+        return {"predictions": answers, "model": self.model_info.get("name")}
+
+
+def thread_share(workers: int) -> int:
+    """Intra-op threads for each of ``workers`` inference processes: the cores, shared out."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, workers))

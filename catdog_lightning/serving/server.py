@@ -1,0 +1,122 @@
+"""``scripts/serve.py``: a LitServe server over a trained checkpoint, with a page to drop photos on.
+
+Routes: ``POST /predict`` (LitServe's, batched), ``GET /health`` and ``GET /info`` (LitServe's: readiness, and
+the model's description beside the server's settings), and ``GET /`` (the page in page.html, in place of
+LitServe's placeholder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..inference.predictor import checkpoint_or_latest
+from ..storage.checkpoints import read_checkpoint
+from ..storage.runs import RunDirectory
+
+PAGE = Path(__file__).with_name("page.html")
+BACKENDS = ("torch", "onnx")
+HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # this machine only, or every interface
+
+
+def describe(ckpt: str) -> dict:
+    """What /info and every answer say about the model: its run and checkpoint, architecture, image size, and
+    the test accuracy its run measured (metrics.json), when there is one."""
+    saved = read_checkpoint(ckpt)
+    hparams = saved["hyper_parameters"]
+    run = RunDirectory.owning(Path(ckpt))
+    name = f"{run.name}/{Path(ckpt).name}" if run is not None else Path(ckpt).name
+    test_acc = None
+    if run is not None and run.metrics_file.is_file():
+        try:
+            metrics = json.loads(run.metrics_file.read_text())
+            if Path(metrics.get("tested_checkpoint", "")).name == Path(ckpt).name:
+                test_acc = metrics.get("test/acc")
+        except (OSError, ValueError):
+            pass
+    return {
+        "name": name,
+        "checkpoint": str(Path(ckpt).absolute()),
+        "arch": hparams.get("arch", "mlp"),
+        "image_size": int(hparams["image_size"]),
+        "test_acc": test_acc,
+        "looks": 1 + bool(hparams.get("tta_flip")),
+    }
+
+
+def check(args: dict) -> None:
+    if args["backend"] not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {args['backend']!r}.")
+    for flag in ("workers", "max_batch_size"):
+        if not 1 <= args[flag] <= 64:
+            raise ConfigError(f"--{flag} must be between 1 and 64, got {args[flag]}.")
+    if not 0 <= args["batch_timeout"] <= 10:
+        raise ConfigError(f"--batch_timeout is seconds a batch may wait to fill: 0 to 10, got {args['batch_timeout']}.")
+    if not 0 < args["max_upload_mb"] <= 1024:
+        raise ConfigError(f"--max_upload_mb must be between 0 and 1024, got {args['max_upload_mb']}.")
+    if not 1024 <= args["port"] < 65536:
+        raise ConfigError(f"--port must be between 1024 and 65535, got {args['port']}.")
+    if args["host"] not in HOSTS:
+        raise ConfigError(f"--host must be one of {', '.join(HOSTS)} (LitServe's choice), got {args['host']!r}.")
+
+
+def build_server(args: dict):
+    """The LitServer (not yet running) for the flags of serve.py."""
+    import litserve as ls
+    from fastapi.responses import HTMLResponse
+
+    from ..inference.export import export_model
+    from .api import CatDogAPI, thread_share
+
+    check(args)
+    ckpt = checkpoint_or_latest(args.get("ckpt_path"), args["logs_dir"])
+    model = describe(ckpt)
+    onnx_path = None
+    if args["backend"] == "onnx":  # the exported graph ONNX Runtime serves, written once at start
+        onnx_path = str(Path(tempfile.mkdtemp(prefix="catdog-serve-")) / "model.onnx")
+        export_model(ckpt, "onnx", onnx_path)
+    api = CatDogAPI(
+        ckpt,
+        args["backend"],
+        onnx_path,
+        model,
+        api_key=args.get("api_key"),
+        threads=thread_share(args["workers"]),
+        max_batch_size=args["max_batch_size"],
+        batch_timeout=args["batch_timeout"],
+    )
+    server = ls.LitServer(
+        api,
+        accelerator="cpu",
+        workers_per_device=args["workers"],
+        timeout=args["timeout"],
+        max_payload_size=int(args["max_upload_mb"] * 2**20),
+        model_metadata=model,
+        restart_workers=True,  # a worker that dies is started again; its requests get a 500, others go on
+    )
+    # The page in place of LitServe's "litserve running" at /; without a key, as it holds nothing secret.
+    server.app.router.routes = [r for r in server.app.router.routes if getattr(r, "path", None) != "/"]
+    page = PAGE.read_text()
+    server.app.add_api_route("/", lambda: HTMLResponse(page), methods=["GET"], include_in_schema=False)
+    return server, model
+
+
+def serve_command(args: dict) -> None:
+    """scripts/serve.py: build the server and run it until Ctrl-C or SIGTERM."""
+    try:
+        import litserve  # noqa: F401
+    except ImportError:
+        raise ConfigError("serving needs the serve extra: pip install -e '.[serve]' (make serve does this)") from None
+    server, model = build_server(args)
+    print(
+        f"Serving {model['name']} ({model['arch']}, {model['image_size']} px) on http://{args['host']}:{args['port']}/ "
+        f"with {args['workers']} worker(s), batches of up to {args['max_batch_size']}; "
+        f"POST /predict, GET /health, GET /info",
+        flush=True,
+    )
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")  # the workers' imports
+    server.run(host=args["host"], port=args["port"], generate_client_file=False, log_level="warning",
+               num_api_servers=1)  # fmt: skip

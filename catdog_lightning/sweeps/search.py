@@ -1,0 +1,113 @@
+"""A search-space file: which train.py flags a sweep tries, and over which values.
+
+    objective: val/acc            # what the sweep maximises: each trial's best val/acc (val/loss: minimised)
+    parameters:
+      model.lr: {low: 1.0e-3, high: 3.0e-2, log: true}    # a range (log scale)
+      trainer.max_epochs: {low: 30, high: 70, step: 10}   # whole numbers when low and high are
+      data.image_size: [64, 80, 96]                       # a list: one of these
+
+Every key is a train.py flag and every value is checked against it before the first trial, so a typo or an
+empty range is one line, not a failed trial an hour later.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..storage.yaml_files import read_yaml_file
+
+OBJECTIVES = {"val/acc": "maximize", "val/loss": "minimize"}
+RANGE_KEYS = {"low", "high", "log", "step"}
+
+
+def read_search_space(path: str | Path, parse) -> tuple[str, dict]:
+    """``(objective, parameters)`` from the file at ``path``; ``parse(argv)`` is train.py's flag parser, used to
+    check each flag with a value from its range."""
+    spec = read_yaml_file(path)
+    if not isinstance(spec, dict) or not isinstance(spec.get("parameters"), dict) or not spec["parameters"]:
+        raise ConfigError(f"--search {path}: give a mapping with 'parameters:' (flag: range or choices).")
+    unknown = set(spec) - {"objective", "parameters"}
+    if unknown:
+        raise ConfigError(f"--search {path}: unknown key {sorted(unknown)[0]!r}; it holds objective and parameters.")
+    objective = spec.get("objective", "val/acc")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"--search {path}: objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}.")
+    parameters = {}
+    for flag, value in spec["parameters"].items():
+        parameters[flag] = _parameter(path, str(flag), value)
+        for example in _examples(parameters[flag]):
+            try:
+                parse([f"--{flag}", json.dumps(example)])
+            except Exception as exc:  # noqa: BLE001 (jsonargparse's or our own refusal, said in one line below)
+                reason = " ".join(str(exc).split())[:200]
+                raise ConfigError(f"--search {path}: {flag} = {example!r}: not a train.py setting ({reason})") from None
+    return objective, parameters
+
+
+def _parameter(path, flag: str, value) -> dict:
+    where = f"--search {path}: {flag}"
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(f"{where}: an empty list of choices; give at least one value.")
+        return {"choices": value}
+    if not isinstance(value, dict) or not {"low", "high"} <= set(value) or set(value) - RANGE_KEYS:
+        raise ConfigError(f"{where}: give a list of choices or {{low, high}} (and optionally log, step).")
+    low, high = value["low"], value["high"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        raise ConfigError(f"{where}: low and high must be numbers, got {low!r} and {high!r}.")
+    if not low < high:
+        raise ConfigError(f"{where}: an empty range (low {low} is not below high {high}).")
+    if value.get("log") and low <= 0:
+        raise ConfigError(f"{where}: a log range needs low above 0, got {low}.")
+    integer = all(isinstance(v, int) for v in (low, high, value.get("step", 1)))
+    return {"low": low, "high": high, "log": bool(value.get("log", False)), "step": value.get("step"), "int": integer}
+
+
+def _examples(parameter: dict) -> list:
+    return parameter["choices"] if "choices" in parameter else [parameter["low"], parameter["high"]]
+
+
+def _stored(choice):
+    """Optuna stores plain values only: a list choice (hidden_dims [256, 64]) is kept as its JSON text."""
+    return choice if choice is None or isinstance(choice, (bool, int, float, str)) else json.dumps(choice)
+
+
+def values_of(params: dict, parameters: dict) -> dict:
+    """A trial's stored params as the flags' values (a list choice's JSON text back to the list)."""
+    out = {}
+    for flag, value in params.items():
+        choices = parameters.get(flag, {}).get("choices")
+        out[flag] = next((c for c in choices if _stored(c) == value), value) if choices else value
+    return out
+
+
+def suggest(trial, parameters: dict) -> dict:
+    """One value per flag, drawn by Optuna's sampler."""
+    values = {}
+    for flag, p in parameters.items():
+        if "choices" in p:
+            stored = trial.suggest_categorical(flag, [_stored(c) for c in p["choices"]])
+            values[flag] = next(c for c in p["choices"] if _stored(c) == stored)
+        elif p["int"]:
+            values[flag] = trial.suggest_int(flag, p["low"], p["high"], step=p["step"] or 1, log=p["log"])
+        else:
+            values[flag] = trial.suggest_float(flag, p["low"], p["high"], step=p["step"], log=p["log"])
+    return values
+
+
+def as_flags(values: dict) -> list[str]:
+    return [token for flag, value in values.items() for token in (f"--{flag}", json.dumps(value))]
+
+
+def nested(values: dict) -> dict:
+    """``{"model.lr": 0.01}`` -> ``{"model": {"lr": 0.01}}``: the shape of a --config file."""
+    out: dict = {}
+    for flag, value in values.items():
+        *sections, key = flag.split(".")
+        target = out
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[key] = value
+    return out

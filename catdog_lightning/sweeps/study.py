@@ -1,0 +1,157 @@
+"""``scripts/sweep.py``: trials of train.py on an Optuna study.
+
+Optuna gives the study and its storage (a SQLite file by default; PostgreSQL or MySQL, or its journal file,
+to share one study between machines), the sampler (TPE), the median pruner, the heartbeat that marks a
+killed worker's trial failed, and the callback that queues it again with the same values. The Lightning
+pruning callback comes from ``optuna-integration``. What is written here: the search-space file, each trial
+as an ordinary run (``train()`` with the trial's flags; a retried trial resumes the run its killed worker
+left), the check that a continued study searches the same space, and the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from pathlib import Path
+
+from ..errors import ConfigError, Interrupted, UserError
+from ..storage.runs import DEFAULT_LOGS_DIR, RunDirectory, check_run_name
+from .search import OBJECTIVES, as_flags, read_search_space, suggest
+
+# Flags a sweep sets for each trial itself.
+OWN_FLAGS = ("--run_name", "--logs_dir", "--ckpt_path", "--best_by")
+RETRIES = 2  # times a trial whose worker was killed is queued again
+
+
+def storage_url(args: dict) -> str:
+    return args.get("storage") or f"sqlite:///{Path(args['logs_dir']) / 'optuna.db'}"
+
+
+def _retry_callback():
+    import optuna
+
+    storages = optuna.storages
+    callback = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+    return callback(max_retry=RETRIES, inherit_intermediate_values=True)
+
+
+def open_storage(url: str, heartbeat_s: int):
+    """Optuna's RDB storage with a heartbeat: a trial whose worker stops beating for 2 heartbeats is failed
+    and queued again. One line when the URL cannot be opened."""
+    import optuna
+
+    callback_arg = (
+        "heartbeat_stale_trial_callback"
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback")
+        else "failed_trial_callback"
+    )
+    sqlite = url.startswith("sqlite:///")
+    # SQLite: wait for another worker's write instead of failing at once ("database is locked").
+    engine = {"connect_args": {"timeout": 60}} if sqlite else None
+    for attempt in range(5):  # workers started together race to create the tables: the loser tries again
+        try:
+            if sqlite:
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
+                **{callback_arg: _retry_callback()},
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 (SQLAlchemy's and the driver's many errors: one line)
+            racing = type(exc).__name__ in ("IntegrityError", "OperationalError") or "already exists" in str(exc)
+            if sqlite and racing and attempt < 4:
+                time.sleep(0.5 + attempt)
+                continue
+            reason = " ".join(str(exc).split())[:200]
+            raise ConfigError(f"--storage {url}: cannot be opened ({type(exc).__name__}: {reason}).") from None
+
+
+def open_study(storage, name: str, objective: str, space: dict):
+    """The study ``name`` (created, or continued when it exists), refused when it searched another space."""
+    import optuna
+
+    signature = hashlib.sha256(json.dumps([objective, space], sort_keys=True).encode()).hexdigest()[:16]
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
+    study = optuna.create_study(
+        storage=storage, study_name=name, direction=OBJECTIVES[objective], pruner=pruner, load_if_exists=True
+    )
+    had = study.user_attrs.get("search_space")
+    if had is None:
+        study.set_user_attr("search_space", signature)
+        study.set_user_attr("space", json.dumps(space))
+    elif had != signature:
+        raise ConfigError(
+            f"--study_name {name}: that study searched another space (or objective); nothing of it was changed. "
+            "Continue it with its own search file, or start a new --study_name."
+        )
+    return study
+
+
+def base_flags(argv: list[str]) -> list[str]:
+    for flag in OWN_FLAGS:
+        if any(token == flag or token.startswith(f"{flag}=") for token in argv):
+            raise ConfigError(f"{flag}: sweep.py sets it for each trial; leave it out.")
+    return argv
+
+
+def make_objective(study_name: str, objective: str, space: dict, argv: list[str], logs_dir: str, parse, train):
+    """The function Optuna calls per trial: the trial's flags through train.py's parser into ``train()``."""
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    def run_trial(trial) -> float:
+        values = suggest(trial, space)
+        # A trial queued again (its worker was killed or stopped) carries its first run's folder: resume that.
+        run_dir = trial.user_attrs.get("run_dir")
+        run = RunDirectory(Path(logs_dir), Path(run_dir).name if run_dir else f"{study_name}-trial{trial.number}")
+        name = run.name
+        resume = ["--ckpt_path", "last"] if run.last_ckpt.is_file() else []
+        config = parse([*argv, *as_flags(values), "--run_name", name, "--logs_dir", logs_dir,
+                        "--best_by", objective, *resume])  # fmt: skip
+        trial.set_user_attr("run_dir", str(run.path))
+        started = time.perf_counter()
+        try:
+            metrics = train(config, callbacks=[PyTorchLightningPruningCallback(trial, monitor=objective)])
+        except Interrupted:  # Ctrl-C or SIGTERM: queued again, so continuing the study resumes this run
+            trial.study.enqueue_trial(trial.params, user_attrs={"run_dir": str(run.path)}, skip_if_exists=False)
+            raise
+        trial.set_user_attr("fit_seconds", time.perf_counter() - started)
+        trial.set_user_attr("test_acc", metrics["test/acc"])
+        return metrics[objective]
+
+    return run_trial
+
+
+def run_sweep(args: dict, argv: list[str], parse) -> dict:
+    """The body of scripts/sweep.py: check everything, open the study, run trials until the study holds
+    ``n_trials`` finished ones (all workers together), then report."""
+    try:
+        import optuna
+        import optuna_integration  # noqa: F401
+    except ImportError:
+        raise ConfigError("sweeps need the sweep extra: pip install -e '.[sweep]' (make sweep does this)") from None
+    from ..training import train
+    from .report import report
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, retry callback
+    if args["n_trials"] < 1:
+        raise ConfigError(f"--n_trials must be at least 1, got {args['n_trials']}.")
+    if args["heartbeat_s"] < 1:
+        raise ConfigError(f"--heartbeat_s must be at least 1, got {args['heartbeat_s']}.")
+    objective, space = read_search_space(args["search"], parse)
+    name = check_run_name(args.get("study_name") or Path(args["search"]).stem)
+    base = base_flags(argv)
+    parse(base)  # the flags every trial shares, checked once before any trial
+    logs_dir = args["logs_dir"] or DEFAULT_LOGS_DIR
+    storage = open_storage(storage_url(args), args["heartbeat_s"])
+    study = open_study(storage, name, objective, space)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    if len(study.get_trials(deepcopy=False, states=finished)) < args["n_trials"]:
+        study.optimize(
+            make_objective(name, objective, space, base, logs_dir, parse, train),
+            callbacks=[optuna.study.MaxTrialsCallback(args["n_trials"], states=finished)],
+            catch=(UserError,),  # a trial whose values train() refuses fails alone; the sweep goes on
+            gc_after_trial=True,
+        )
+    return report(study, name, objective, space, base, logs_dir, parse)

@@ -1,0 +1,152 @@
+"""scripts/sweep.py on a real Optuna study in a SQLite file: trials are ordinary runs, workers share a study,
+a killed worker's trial is retried, and what was found trains as a recipe. lr_find writes its plot."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import ROOT
+
+from catdog_lightning.cli import main, sweep_main
+
+optuna = pytest.importorskip("optuna", reason="the sweep extra is not installed: pip install -e .[sweep]")
+pytest.importorskip("optuna_integration")
+
+SEARCH = {"objective": "val/acc", "parameters": {"model.lr": {"low": 3.0e-4, "high": 3.0e-3, "log": True},
+                                                 "model.hidden_dims": [[16, 8], [8, 4]]}}  # fmt: skip
+
+
+@pytest.fixture
+def sweep_files(tiny_config, tmp_path):
+    """A search file and the train.py flags a sweep on the tiny data gives every trial."""
+    search = tmp_path / "tiny.yaml"
+    search.write_text(yaml.safe_dump(SEARCH))
+    data = tiny_config["data"]
+    flags = ["--data.data_dir", data["data_dir"], "--data.image_size", "16", "--data.cache_dir", data["cache_dir"],
+             "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "2",
+             "--seed_everything", "3"]  # fmt: skip
+    return search, flags, tmp_path / "logs"
+
+
+def sweep_args(search, logs, *more: str) -> list[str]:
+    return ["--search", str(search), "--logs_dir", str(logs), *more]
+
+
+def study(logs: Path, name: str = "tiny"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{logs / 'optuna.db'}")
+
+
+def test_a_tiny_sweep_end_to_end_and_its_recipe_trains(sweep_files, capsys):
+    search, flags, logs = sweep_files
+    assert sweep_main([*sweep_args(search, logs, "--n_trials", "3"), *flags]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    recipe = Path(out[-1])
+    assert recipe == logs / "tiny-sweep" / "best.yaml" and recipe.is_file()
+    trials = study(logs).trials
+    assert len(trials) == 3 and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    for trial in trials:  # each an ordinary run: its folder, settings, checkpoints
+        run = Path(trial.user_attrs["run_dir"])
+        assert run.name == f"tiny-trial{trial.number}" and (run / "config.yaml").is_file()
+        assert yaml.safe_load((run / "config.yaml").read_text())["model"]["lr"] == trial.params["model.lr"]
+    found = yaml.safe_load(recipe.read_text())
+    best = study(logs).best_trial
+    assert found["model"]["lr"] == best.params["model.lr"] and "data_dir" not in found.get("data", {})
+    assert (logs / "tiny-sweep" / "history.png").is_file()
+    assert list((logs / "tiny-sweep").glob("events.out.tfevents.*")), "the pictures in TensorBoard"
+    data = flags[1]
+    assert main(["--config", str(recipe), "--data.data_dir", data, "--logs_dir", str(logs), "--run_name", "again",
+                 "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]) == 0  # fmt: skip
+    metrics = json.loads((logs / "again" / "metrics.json").read_text())
+    assert 0 <= metrics["test/acc"] <= 1
+
+
+def run_sweep_process(search, logs, flags, *more, **popen) -> subprocess.Popen:
+    args = [sys.executable, str(ROOT / "scripts" / "sweep.py"), *sweep_args(search, logs, *more), *flags]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def test_two_workers_share_one_study(sweep_files):
+    search, flags, logs = sweep_files
+    workers = [run_sweep_process(search, logs, flags, "--n_trials", "4") for _ in range(2)]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    trials = study(logs).trials
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert 4 <= len(finished) <= 5 and len(finished) == len(trials), "none lost, none left running"
+    runs = [t.user_attrs["run_dir"] for t in trials]
+    assert len(set(runs)) == len(runs), "no trial run twice"
+
+
+def test_a_killed_worker_s_trial_is_retried_and_resumes_its_run(sweep_files):
+    search, flags, logs = sweep_files
+    slow = [*flags, "--trainer.max_epochs", "400"]
+    worker = run_sweep_process(search, logs, slow, "--n_trials", "1", "--heartbeat_s", "1", start_new_session=True)
+    last = logs / "tiny-trial0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 180
+    while not last.exists():
+        assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()
+        time.sleep(0.2)
+    time.sleep(1.5)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    assert [t.state.name for t in study(logs).trials] == ["RUNNING"]
+    time.sleep(2.5)  # two heartbeats: stale
+    again = run_sweep_process(search, logs, [*flags, "--trainer.max_epochs", "3"], "--n_trials", "1",
+                              "--heartbeat_s", "1")  # fmt: skip
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    states = [t.state.name for t in study(logs).trials]
+    assert states == ["FAIL", "COMPLETE"]
+    retried = study(logs).trials[1]
+    assert retried.params == study(logs).trials[0].params
+    assert retried.user_attrs["run_dir"] == str(logs / "tiny-trial0"), "the killed run, resumed"
+
+
+@pytest.mark.parametrize(
+    "search, more, says",
+    [
+        ({"parameters": {"model.learning_rate": [0.1]}}, [], "model.learning_rate = 0.1: not a train.py setting"),
+        ({"parameters": {"model.lr": {"low": 0.1, "high": 0.01}}}, [], "an empty range"),
+        ({"parameters": {"model.lr": []}}, [], "an empty list of choices"),
+        ({"objective": "test/acc", "parameters": {"model.lr": [0.1]}}, [], "objective must be one of"),
+        (SEARCH, ["--storage", "postgresql://127.0.0.1:1/nothing"], "--storage postgresql://127.0.0.1:1/nothing"),
+        (SEARCH, ["--run_name", "x"], "--run_name: sweep.py sets it"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(sweep_files, capsys, search, more, says):
+    path, flags, logs = sweep_files
+    path.write_text(yaml.safe_dump(search))
+    assert sweep_main([*sweep_args(path, logs, "--n_trials", "1"), *flags, *more]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err, err
+
+
+def test_a_study_name_with_another_search_space_is_refused_and_left_whole(sweep_files, capsys):
+    search, flags, logs = sweep_files
+    assert sweep_main([*sweep_args(search, logs, "--n_trials", "1"), *flags]) == 0
+    before = [(t.number, t.state.name, t.params) for t in study(logs).trials]
+    other = search.with_name("other.yaml")
+    other.write_text(yaml.safe_dump({"parameters": {"model.dropout": {"low": 0.0, "high": 0.5}}}))
+    capsys.readouterr()
+    assert sweep_main([*sweep_args(other, logs, "--n_trials", "2", "--study_name", "tiny"), *flags]) == 2
+    assert "searched another space" in capsys.readouterr().err
+    assert [(t.number, t.state.name, t.params) for t in study(logs).trials] == before
+
+
+def test_lr_find_prints_a_rate_and_writes_its_plot(tiny_config, capsys):
+    data = tiny_config["data"]
+    argv = ["lr_find", "--data.data_dir", data["data_dir"], "--data.image_size", "16", "--data.cache_dir",
+            data["cache_dir"], "--model.hidden_dims", "[16, 8]", "--trainer.accelerator", "cpu",
+            "--logs_dir", tiny_config["logs_dir"]]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "suggested learning rate:" in out
+    run = Path(tiny_config["logs_dir"]) / "lr_find_0"
+    found = json.loads((run / "lr_find.json").read_text())
+    assert len(found["lr"]) == len(found["loss"]) > 10 and (run / "lr_find.png").stat().st_size > 1000
