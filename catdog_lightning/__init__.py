@@ -8,14 +8,14 @@ product's commands); ``lab`` (measurements and the lesson's programs). tests/tes
 __version__ = "0.1.0"
 
 
-def load_classifier(ckpt_path=None, device: str = "cpu"):
+def load_classifier(ckpt_path=None, device: str = "cpu", logs_dir="lightning_logs"):
     """``load_classifier(ckpt).predict(["a.jpg", ...])``; see :mod:`catdog_lightning.inference.predictor`.
 
     Imported lazily so ``import catdog_lightning`` stays light.
     """
     from .inference import load_classifier as _load
 
-    return _load(ckpt_path, device)
+    return _load(ckpt_path, device, logs_dir)
 
 
 def train(config: dict, callbacks=None) -> dict:

@@ -125,9 +125,11 @@ class CatDogDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Runs once per machine: make the built-in data if needed and warm the decode cache."""
+        if self.train_set is not None or self.test_set is not None:  # set up already (Lightning calls it again)
+            return
         if self.hparams.data_dir is None:
             ensure_builtin_dataset(DEFAULT_BUILTIN_DIR)
-        if self._cache_dir is not None and self.train_set is None:  # fit() calls this again after train()
+        if self._cache_dir is not None:
             for folder in self._folders():
                 self._load(folder)
 

@@ -47,7 +47,7 @@ def evaluation_folder(data_dir: str | os.PathLike) -> Path:
 
 def evaluation_data(saved: dict, data_dir: str | None = None) -> CatDogDataModule:
     """The checkpoint's data settings, set up for scoring: its own test split, or ``data_dir``'s photos."""
-    datamodule = checkpoint_data(saved, {"augment": False, **({"data_dir": data_dir} if data_dir else {})})
+    datamodule = checkpoint_data(saved, {"augment": False}, own_data=data_dir is None)
     if data_dir is None:
         datamodule.prepare_data()
         datamodule.setup("test")

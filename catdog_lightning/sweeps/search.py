@@ -1,6 +1,7 @@
 """A search-space file: which train.py flags a sweep tries, and over which values.
 
     objective: val/acc            # what the sweep maximises: each trial's best val/acc (val/loss: minimised)
+    pruning: {warmup_epochs: 10}  # optional: Optuna's median pruner waits this long (and for startup_trials)
     parameters:
       model.lr: {low: 1.0e-3, high: 3.0e-2, log: true}    # a range (log scale)
       trainer.max_epochs: {low: 30, high: 70, step: 10}   # whole numbers when low and high are
@@ -20,17 +21,24 @@ from ..storage.yaml_files import read_yaml_file
 
 OBJECTIVES = {"val/acc": "maximize", "val/loss": "minimize"}
 RANGE_KEYS = {"low", "high", "log", "step"}
+# Optuna's median pruner: a trial stops when, past warmup_epochs, its objective is worse than the median of the
+# trials before it at the same epoch; not before startup_trials trials have finished.
+PRUNING = {"warmup_epochs": 3, "startup_trials": 3}
 
 
-def read_search_space(path: str | Path, parse) -> tuple[str, dict]:
-    """``(objective, parameters)`` from the file at ``path``; ``parse(argv)`` is train.py's flag parser, used to
-    check each flag with a value from its range."""
+def read_search_space(path: str | Path, parse) -> tuple[str, dict, dict]:
+    """``(objective, parameters, pruning)`` from the file at ``path``; ``parse(argv)`` is train.py's flag parser,
+    used to check each flag with a value from its range."""
     spec = read_yaml_file(path)
     if not isinstance(spec, dict) or not isinstance(spec.get("parameters"), dict) or not spec["parameters"]:
         raise ConfigError(f"--search {path}: give a mapping with 'parameters:' (flag: range or choices).")
-    unknown = set(spec) - {"objective", "parameters"}
+    unknown = set(spec) - {"objective", "parameters", "pruning"}
     if unknown:
-        raise ConfigError(f"--search {path}: unknown key {sorted(unknown)[0]!r}; it holds objective and parameters.")
+        keys = "objective, parameters, pruning"
+        raise ConfigError(f"--search {path}: unknown key {sorted(unknown)[0]!r}; the file holds {keys}.")
+    pruning = {**PRUNING, **(spec.get("pruning") or {})}
+    if set(pruning) != set(PRUNING) or not all(isinstance(v, int) and v >= 0 for v in pruning.values()):
+        raise ConfigError(f"--search {path}: pruning takes whole numbers {' and '.join(PRUNING)}.")
     objective = spec.get("objective", "val/acc")
     if objective not in OBJECTIVES:
         raise ConfigError(f"--search {path}: objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}.")
@@ -43,7 +51,7 @@ def read_search_space(path: str | Path, parse) -> tuple[str, dict]:
             except Exception as exc:  # noqa: BLE001 (jsonargparse's or our own refusal, said in one line below)
                 reason = " ".join(str(exc).split())[:200]
                 raise ConfigError(f"--search {path}: {flag} = {example!r}: not a train.py setting ({reason})") from None
-    return objective, parameters
+    return objective, parameters, pruning
 
 
 def _parameter(path, flag: str, value) -> dict:

@@ -67,12 +67,14 @@ def open_storage(url: str, heartbeat_s: int):
             raise ConfigError(f"--storage {url}: cannot be opened ({type(exc).__name__}: {reason}).") from None
 
 
-def open_study(storage, name: str, objective: str, space: dict):
+def open_study(storage, name: str, objective: str, space: dict, pruning: dict):
     """The study ``name`` (created, or continued when it exists), refused when it searched another space."""
     import optuna
 
     signature = hashlib.sha256(json.dumps([objective, space], sort_keys=True).encode()).hexdigest()[:16]
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
+    pruner = optuna.pruners.MedianPruner(
+        n_startup_trials=pruning["startup_trials"], n_warmup_steps=pruning["warmup_epochs"]
+    )
     study = optuna.create_study(
         storage=storage, study_name=name, direction=OBJECTIVES[objective], pruner=pruner, load_if_exists=True
     )
@@ -138,13 +140,13 @@ def run_sweep(args: dict, argv: list[str], parse) -> dict:
         raise ConfigError(f"--n_trials must be at least 1, got {args['n_trials']}.")
     if args["heartbeat_s"] < 1:
         raise ConfigError(f"--heartbeat_s must be at least 1, got {args['heartbeat_s']}.")
-    objective, space = read_search_space(args["search"], parse)
+    objective, space, pruning = read_search_space(args["search"], parse)
     name = check_run_name(args.get("study_name") or Path(args["search"]).stem)
     base = base_flags(argv)
     parse(base)  # the flags every trial shares, checked once before any trial
     logs_dir = args["logs_dir"] or DEFAULT_LOGS_DIR
     storage = open_storage(storage_url(args), args["heartbeat_s"])
-    study = open_study(storage, name, objective, space)
+    study = open_study(storage, name, objective, space, pruning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     if len(study.get_trials(deepcopy=False, states=finished)) < args["n_trials"]:

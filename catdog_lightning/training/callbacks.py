@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -120,6 +121,35 @@ class SafeStops(L.Callback):
             raise TrainingInterrupted(self.requested or signal.SIGTERM, trainer.global_step)
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
             trainer.save_checkpoint(self.last_ckpt)
+
+
+class StopRequested(Exception):
+    """SIGINT or SIGTERM outside the training loop (the sanity check, the test)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def signals_raise():
+    """SIGINT and SIGTERM raise :class:`StopRequested` here (Lightning would exit 1 quietly on Ctrl-C, and ignore
+    SIGTERM, outside its training loop); SafeStops replaces this while training runs, to stop after a step."""
+
+    def stop(signum, frame):
+        raise StopRequested(signum)
+
+    previous = {}
+    for signum in SafeStops.SIGNALS:
+        try:
+            previous[signum] = signal.signal(signum, stop)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class Diverged(Exception):

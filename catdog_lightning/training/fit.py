@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -28,7 +29,16 @@ from ..storage.atomic import atomic_write_text, remove_stale_temporaries
 from ..storage.checkpoints import read_checkpoint
 from ..storage.runs import DEFAULT_LOGS_DIR, RunDirectory, claim
 from .allocator import keep_freed_memory, release_freed_memory
-from .callbacks import Diverged, EpochSeeder, FiniteLoss, FitClock, SafeStops, TrainingInterrupted
+from .callbacks import (
+    Diverged,
+    EpochSeeder,
+    FiniteLoss,
+    FitClock,
+    SafeStops,
+    StopRequested,
+    TrainingInterrupted,
+    signals_raise,
+)
 from .resume import RUN_NAME_ENV, is_main_process, resolve_run
 from .settings import DEFAULT_SEED, TRAINER_DEFAULTS
 from .trainer import (
@@ -230,10 +240,14 @@ def _fit_and_test(
                     "nothing to train, so it is only tested again. Give a larger --trainer.max_epochs to train further."
                 )
     try:
-        if not done > trainer.max_epochs >= 0:  # Lightning refuses a checkpoint beyond max_epochs: it is only tested
-            trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
-    except SIGTERMException:  # SIGTERM before training began (Lightning's own handler): nothing new to save
-        raise Interrupted(f"stopped by SIGTERM before training began; {run.path} is unchanged.", 128 + 15) from None
+        with signals_raise():  # SafeStops takes over while training runs; before it (the sanity check) these stop
+            if not done > trainer.max_epochs >= 0:  # Lightning refuses a checkpoint beyond max_epochs: only tested
+                trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+    except (SIGTERMException, StopRequested) as stop:  # before training began: nothing new to save
+        signum = getattr(stop, "signum", signal.SIGTERM)
+        raise Interrupted(
+            f"stopped by {signal.Signals(signum).name} before training began; {run.path} is unchanged.", 128 + signum
+        ) from None
     except Diverged as stop:
         lr = model.hparams.lr
         lower = f", e.g. {lr / 10:g}" if math.isfinite(lr) else ""
@@ -264,7 +278,17 @@ def _fit_and_test(
             f"{run.path}: training saved no {test_path.name} to test (no epoch finished, or no validation ran: "
             "check --trainer.max_steps, --trainer.max_time and --trainer.limit_*_batches)."
         )
-    tested = trainer.test(model, datamodule=datamodule, ckpt_path=str(test_path), weights_only=True, verbose=False)[0]
+    try:
+        with signals_raise():
+            tested = trainer.test(model, datamodule=datamodule, ckpt_path=str(test_path), weights_only=True,
+                                  verbose=False)[0]  # fmt: skip
+    except StopRequested as stop:
+        raise Interrupted(
+            f"stopped by {signal.Signals(stop.signum).name} while testing; training is done and saved in "
+            f"{run.checkpoints}. Test it with: python scripts/train.py test --ckpt_path {test_path.stem} "
+            f"--run_name {run.name}",
+            128 + stop.signum,
+        ) from None
     # Read back from the files: under ddp_spawn this process's trainer did not run the loops itself.
     best_saved, last_saved = read_checkpoint(best_path), read_checkpoint(run.last_ckpt)
     metrics = {

@@ -40,6 +40,8 @@ class LogFileProgressBar(TQDMProgressBar):
         super().__init__(refresh_rate=1_000_000, leave=True)  # drawn at each epoch's last batch only
 
     def init_train_tqdm(self) -> Tqdm:
+        if self.is_disabled:  # every DDP process but rank 0: one line per epoch, not one per process
+            return Tqdm(disable=True)
         return Tqdm(
             desc=self.train_description,
             leave=True,

@@ -23,12 +23,13 @@ from .settings import TRAINER_DEFAULTS
 from .trainer import quiet_known_warnings
 
 
-def checkpoint_data(saved: dict, data: dict | None = None) -> CatDogDataModule:
+def checkpoint_data(saved: dict, data: dict | None = None, own_data: bool = True) -> CatDogDataModule:
     """A DataModule with a (read) checkpoint's own data settings, updated by ``data``.
 
     The checkpoint's settings are checked before use, and the places they name are not followed: the decode
     cache goes where the command line (or the default) says, and built-in pictures the checkpoint says it
-    trained on are used only where they already are, never drawn anew into the current folder.
+    trained on are used only where they already are, never drawn anew into the current folder. ``own_data``
+    False: the caller scores other photos, so where the checkpoint's own are does not matter.
     """
     settings = {k: v for k, v in saved.get("datamodule_hyper_parameters", {}).items() if k != "cache_dir"}
     settings.update(data or {})
@@ -43,7 +44,7 @@ def checkpoint_data(saved: dict, data: dict | None = None) -> CatDogDataModule:
             f"--ckpt_path: its data settings say {datamodule.hparams.image_size} px but its model takes {model_size} "
             "px; the checkpoint is damaged or hand-made."
         )
-    if datamodule.hparams.data_dir is None and not datamodule.root.is_dir():
+    if own_data and datamodule.hparams.data_dir is None and not datamodule.root.is_dir():
         raise ConfigError(
             f"--ckpt_path: it was trained on the built-in pictures, which are not in {datamodule.root} here; give "
             "--data.data_dir with labelled photos (or run from the folder it was trained in)."

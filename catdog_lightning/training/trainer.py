@@ -34,12 +34,16 @@ class RunLogger(TensorBoardLogger):
     """Lightning's TensorBoard logger, with ``hparams.yaml`` written atomically like every other run file
     (Lightning writes it in place; a kill mid-write would leave it torn)."""
 
+    _written: dict | None = None
+
     def save(self) -> None:
         path = Path(self.log_dir) / self.NAME_HPARAMS_FILE
-        if path.parent.is_dir() and not path.is_file():
+        # Written again when they changed: under DDP the first save comes before the hyperparameters are logged.
+        if path.parent.is_dir() and (not path.is_file() or dict(self.hparams) != self._written):
             tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
             save_hparams_to_yaml(tmp, self.hparams)
             os.replace(tmp, path)
+            self._written = dict(self.hparams)
         super().save()  # finds the file written, and flushes the events
 
 

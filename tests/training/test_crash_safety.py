@@ -210,3 +210,30 @@ def test_a_run_stopped_in_epoch_0_resumes_to_the_unbroken_result(deterministic_c
     assert saved["epoch"] == 0 and 0 < saved["global_step"] < 5, "stopped inside epoch 0, before any validation"
     resumed = fit_weights({"ckpt_path": "last", "run_name": "r", "logs_dir": str(tmp_path / "b")})
     assert_same(straight, resumed)
+
+
+class SignalOutsideTheLoop(L.Callback):
+    def __init__(self, signum: int, hook: str):
+        self.signum, self.hook = signum, hook
+
+    def on_sanity_check_start(self, trainer, pl_module):
+        if self.hook == "sanity check":
+            os.kill(os.getpid(), self.signum)
+
+    def on_test_start(self, trainer, pl_module):
+        if self.hook == "test":
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("hook, says", [("sanity check", "before training began"), ("test", "while testing")])
+def test_a_signal_outside_the_training_loop_exits_with_its_code_and_a_line(tiny_config, capsys, signum, hook, says):
+    from catdog_lightning.cli import run_cli
+
+    stopper = SignalOutsideTheLoop(signum, hook)
+    code = run_cli(lambda _: train(tiny_config, callbacks=[stopper]), [], parse=lambda *_: {})
+    assert code == 128 + signum
+    err = capsys.readouterr().err.strip()
+    assert f"stopped by {signal.Signals(signum).name} {says}" in err
+    if hook == "test":
+        assert "train.py test --ckpt_path best" in err

@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import train_script
 from lightning.fabric.plugins.environments.lightning import find_free_network_port
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -60,7 +61,8 @@ def test_ddp_spawn_training_writes_one_run(odd_config):
 
 
 def test_train_script_under_ddp_and_its_resume(tiny_config, tmp_path):
-    base = train_script(tiny_config, "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    base = train_script(tiny_config, "--trainer.devices", "2", "--trainer.strategy", "ddp",
+                        "--trainer.enable_progress_bar", "true")  # fmt: skip
 
     def run(*args):
         out = subprocess.run(base + list(args), capture_output=True, text=True, cwd=tmp_path, timeout=300)
@@ -69,6 +71,9 @@ def test_train_script_under_ddp_and_its_resume(tiny_config, tmp_path):
 
     first = run("--trainer.max_epochs", "2")
     assert first.count("\nResults\n  tested") == 1 and first.count("Data: ") == 1
+    assert first.count("Epoch 0:") == first.count("Epoch 1:") == 1, "one line per epoch, not one per process"
+    hparams = yaml.safe_load((Path(tiny_config["logs_dir"]) / "version_0" / "hparams.yaml").read_text())
+    assert hparams and hparams["hidden_dims"] == [16, 8], "the hyperparameters, not {}"
     second = run("--ckpt_path", "last", "--trainer.max_epochs", "3")
     logs = Path(tiny_config["logs_dir"])
     assert [p.name for p in logs.iterdir()] == ["version_0"], "both processes joined one run directory"
