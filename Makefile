@@ -39,6 +39,7 @@ results: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check catdog_lightning scripts tests
+	$(BIN)/ruff format --check catdog_lightning scripts tests
 
 serve: $(STAMP)
 	$(BIN)/python scripts/serve.py $(ARGS)

@@ -101,6 +101,7 @@ def assert_same(a, b):
 
 def stopped_mid_epoch_then_resumed(config: dict, tmp_path: Path):
     """(an unbroken run, the same run Ctrl-C'd in the middle of epoch 1 then resumed with --ckpt_path last)."""
+
     class CtrlC(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if trainer.current_epoch == 1 and batch_idx == 2:

@@ -4,7 +4,8 @@ Each trial runs ``scripts/train.py`` as a user would, on a small generated datas
 unkind to it: ``kill -9`` at a random moment (some land inside checkpoint and config writes) and resumes
 until the run is done; two runs started at the same moment; a resume of a run that is still training;
 a log or cache folder on a tiny full tmpfs (where this machine lets us mount one); a run folder whose
-config.yaml names code; a kill in epoch 0, before any validation; a YAML bomb. It prints faults tried,
+config.yaml names code; a kill in epoch 0, before any validation; a YAML bomb; a copied run folder trained
+further; a kill while decoding on worker processes. It prints faults tried,
 survived (the run ends with its results, or the refusal is one line with exit code 2) and identical (the
 resumed run's final weights equal those of the same run left alone).
 """
@@ -161,6 +162,51 @@ def yaml_bomb(data: Path, work: Path, reference: dict) -> tuple[bool, bool]:
     return survived, survived
 
 
+def copied_run_folder(data: Path, work: Path, reference: dict) -> tuple[bool, bool]:
+    """A run folder copied elsewhere, then both trained further: the copy keeps its real best, as the original."""
+    first, copy = work / "a", work / "b"
+    _train(data, first, "--run_name", "r", "--trainer.max_epochs", str(EPOCHS // 2))
+    shutil.copytree(first, copy)
+    done = [_train(data, logs, "--run_name", "r", "--ckpt_path", "last") for logs in (first, copy)]
+    survived = all(d.returncode == 0 for d in done)
+    best = [torch.load(logs / "r" / "checkpoints" / "best.ckpt", weights_only=True) for logs in (first, copy)]
+    same = best[0]["epoch"] == best[1]["epoch"] and _same(best[0]["state_dict"], best[1]["state_dict"])
+    return survived, survived and same and _same(_weights(copy / "r"), reference)
+
+
+SLOW_DECODE = """
+import sys, time
+import catdog_lightning.data.decode as decode
+real = decode.decode_image
+decode.decode_image = lambda *args, **kwargs: (time.sleep(0.05), real(*args, **kwargs))[1]
+print("decoding", flush=True)
+decode.decode_many(sys.argv[1:], 16, workers=2)
+"""
+
+
+def killed_while_decoding(data: Path, work: Path, reference: dict) -> tuple[bool, bool]:
+    """kill -9 of a process in the middle of decoding on 2 workers: the workers end too, and free its stdout."""
+    paths = [str(p) for p in sorted(data.rglob("*.jpg"))] * 5
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_DECODE, *paths], stdout=subprocess.PIPE, text=True)
+    proc.stdout.readline()
+    time.sleep(1.5)
+    workers = [int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    proc.kill()
+    proc.wait()
+    eof = proc.stdout.read() == ""
+    time.sleep(3)
+    alive = [w for w in workers if running(w)]
+    survived = eof and len(workers) == 2 and not alive
+    return survived, survived
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
 def run_stress(args: dict) -> None:
     """scripts/stress.py: ``--trials`` kill -9 trials plus one of each other fault; prints the tally."""
     rng = random.Random(args["seed"])
@@ -190,5 +236,7 @@ def run_stress(args: dict) -> None:
     record("code named in a run's config.yaml", code_in_a_run_folder(data, base / "code", reference))
     record("kill -9 in epoch 0, then resume", killed_in_epoch_0(data, base / "epoch0", reference))
     record("YAML bomb in --config", yaml_bomb(data, base / "bomb", reference))
+    record("a copied run folder, trained further", copied_run_folder(data, base / "copied", reference))
+    record("kill -9 while decoding on 2 workers", killed_while_decoding(data, base / "decoding", reference))
     print(f"faults tried {tally['tried']} / survived {tally['survived']} / identical {tally['identical']}")
     shutil.rmtree(base, ignore_errors=True)

@@ -3,8 +3,8 @@
 It joins data and models (the data's statistics and a probe's backbone features), builds the Trainer
 with its checkpoints and TensorBoard logger in the run directory that :mod:`.resume` chose, fits, tests
 the best (or last) checkpoint and writes ``metrics.json``. ``scripts/train.py`` only parses flags and calls
-it; tests call it directly. (Just over 250 lines: the start, the fit and the test of a run, and what each
-fault during them becomes, read best in one place; the Trainer itself is built in :mod:`.trainer_setup`.)
+it; tests call it directly. (Over 250 lines: the start, the fit and the test of a run, and what each fault
+or signal during them becomes, read best in one place; the Trainer itself is built in :mod:`.trainer`.)
 """
 
 from __future__ import annotations

@@ -155,9 +155,7 @@ def is_main_process() -> bool:
     return rank_zero_only.rank == 0
 
 
-def resolve_run(
-    config: dict, logs_dir: Path, allowed: tuple[str, ...] = ()
-) -> tuple[Path | None, RunDirectory, dict]:
+def resolve_run(config: dict, logs_dir: Path, allowed: tuple[str, ...] = ()) -> tuple[Path | None, RunDirectory, dict]:
     """The checkpoint to resume (if any), the run directory, and the config with saved settings merged in."""
     # Under DDP, Lightning re-runs this script in one process per extra device; they must join the
     # run directory the first process chose, not compute the next version_N themselves.

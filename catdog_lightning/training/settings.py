@@ -152,8 +152,6 @@ def unknown_settings(settings: dict, known: set[str]) -> list[str]:
     return [key + did_you_mean(key, known) for key in keys if key not in known]
 
 
-
-
 # What a run's config.yaml holds (train() writes exactly these).
 SAVED_KEYS = (
     "data",

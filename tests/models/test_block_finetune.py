@@ -155,8 +155,9 @@ def test_block_finetune_settings_that_cannot_work_are_one_line():
 
 def test_feature_precision_is_part_of_the_cache_key():
     keys = {
-        precision: CatDogClassifier(image_size=32, arch="efficientnet_lite0", weights="none",
-                                    feature_precision=precision).feature_key()  # fmt: skip
+        precision: CatDogClassifier(
+            image_size=32, arch="efficientnet_lite0", weights="none", feature_precision=precision
+        ).feature_key()  # fmt: skip
         for precision in ("32", "bf16")
     }
     assert keys["32"] != keys["bf16"]

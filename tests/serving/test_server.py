@@ -126,7 +126,7 @@ def test_health_info_and_the_page(server, trained):
     assert model["arch"] == "mlp" and model["image_size"] == 16
     assert model["test_acc"] == pytest.approx(trained[0]["test/acc"])
     page = httpx.get(f"{server.url}/")
-    assert page.status_code == 200 and "<input id=\"files\" type=\"file\"" in page.text and "/predict" in page.text
+    assert page.status_code == 200 and '<input id="files" type="file"' in page.text and "/predict" in page.text
 
 
 def test_a_dead_worker_is_restarted_and_the_server_answers_again(server, trained):

@@ -165,3 +165,17 @@ def test_a_signal_during_the_last_validation_still_stops_with_its_exit_code(tiny
 def test_a_run_that_saves_no_checkpoint_is_one_line(tiny_config, trainer):
     with pytest.raises(ConfigError, match="training saved no best.ckpt to test"):
         train(merge(tiny_config, {"trainer": trainer}))
+
+
+def test_a_run_diverging_before_its_first_checkpoint_says_none_was_saved(tiny_config):
+    import lightning as L
+
+    class Poison(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            with torch.no_grad():
+                next(pl_module.parameters()).fill_(float("nan"))
+
+    with pytest.raises(ConfigError) as info:
+        train(tiny_config, callbacks=[Poison()])
+    message = str(info.value)
+    assert "no checkpoint was saved" in message and "last.ckpt" not in message and "e.g. inf" not in message

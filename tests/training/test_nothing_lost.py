@@ -15,6 +15,7 @@ from helpers import ROOT, assert_same, fit_weights, make_tiny_config, train_scri
 
 from catdog_lightning.cli import evaluate_main, main, predict_main
 from catdog_lightning.data.decode import decode_many
+from catdog_lightning.lab.stress import SLOW_DECODE, running
 from catdog_lightning.storage.atomic import atomic_write_text, remove_stale_temporaries
 from catdog_lightning.training import train
 from catdog_lightning.training.fit import _is_write_failure
@@ -75,8 +76,18 @@ def hostile(ckpt: Path, tmp_path: Path, kind: str) -> Path:
 
 
 @pytest.mark.parametrize(
-    "kind", ["callbacks", "loops", "optimizer_states", "epoch=abc", "epoch=None", "epoch=missing", "optimizer",
-             "scheduler", "image_size"],  # fmt: skip
+    "kind",
+    [
+        "callbacks",
+        "loops",
+        "optimizer_states",
+        "epoch=abc",
+        "epoch=None",
+        "epoch=missing",
+        "optimizer",
+        "scheduler",
+        "image_size",
+    ],  # fmt: skip
 )
 def test_a_hostile_checkpoint_is_one_line_on_resume(trained, tmp_path, kind, capsys):
     ckpt, config = trained
@@ -133,16 +144,6 @@ def test_a_disk_full_inside_torch_s_writer_is_a_write_failure():
     assert not _is_write_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
 
 
-SLOW_DECODE = """
-import sys, time
-import catdog_lightning.data.decode as decode
-real = decode.decode_image
-decode.decode_image = lambda *args, **kwargs: (time.sleep(0.05), real(*args, **kwargs))[1]
-print("decoding", flush=True)
-decode.decode_many(sys.argv[1:], 16, workers=2)
-"""
-
-
 def test_decode_workers_die_with_their_run_and_free_its_output(tiny_dataset):
     paths = [str(p) for p in sorted(tiny_dataset.rglob("*.jpg"))] * 20  # ~1,100 files, 50 ms each
     proc = subprocess.Popen([sys.executable, "-c", SLOW_DECODE, *paths], stdout=subprocess.PIPE, text=True)
@@ -154,16 +155,9 @@ def test_decode_workers_die_with_their_run_and_free_its_output(tiny_dataset):
     proc.wait()
     started = time.monotonic()
     assert proc.stdout.read() == ""  # end of file: no worker holds the run's stdout open
-    while any(alive(w) for w in workers):
+    while any(running(w) for w in workers):
         assert time.monotonic() - started < 10, "decode workers outlived their run"
         time.sleep(0.1)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie has ended
-    except OSError:
-        return False
 
 
 def test_parallel_decoding_still_matches_serial(tiny_dataset):

@@ -108,5 +108,3 @@ def run_benchmark_cli(args: dict) -> None:
         raise DataError(f"--data_dir {data_dir} has no train/ folder.")
     result = run_benchmark(data_dir, args["epochs"], parts, accelerator)
     print(json.dumps(result, indent=2) if args.get("json") else format_table(result))
-
-
