@@ -44,6 +44,26 @@ def trial_table(study, objective: str) -> str:
     return "\n".join(rows)
 
 
+def pruning_saving(study, max_epochs: int) -> tuple[float, float, float]:
+    """Seconds the finished trials took; what they would have taken run to their last epoch (a pruned trial's
+    time scaled by its epochs, Optuna's steps, against its ``trainer.max_epochs``); and seconds in failed
+    trials (a killed worker's, counted until its heartbeat ran out; its retry resumes where it stopped)."""
+    import optuna
+
+    spent = full = failed = 0.0
+    for trial in study.trials:
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        if trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values:
+            spent += seconds
+            full += seconds * trial.params.get("trainer.max_epochs", max_epochs) / (max(trial.intermediate_values) + 1)
+        elif trial.state == optuna.trial.TrialState.COMPLETE:
+            spent += seconds
+            full += seconds
+        elif trial.state == optuna.trial.TrialState.FAIL:
+            failed += seconds
+    return spent, full, failed
+
+
 def pictures(study, folder: Path) -> list[Path]:
     """Optuna's matplotlib pictures of the study, as PNG files (those it can draw with the trials there are)."""
     import matplotlib
@@ -104,6 +124,9 @@ def report(study, name: str, objective: str, space: dict, base_argv: list[str], 
     pictures_written = pictures(study, folder)
     to_tensorboard(pictures_written, folder)
     base = parse(base_argv)
+    spent, full, failed = pruning_saving(study, base["trainer"]["max_epochs"])
+    print(f"time: {spent / 60:.1f} min of finished trials; run to their last epoch ~{full / 60:.1f} min (pruning "
+          f"saved {full / spent:.2f}x)" + (f"; {failed / 60:.1f} min in failed trials" if failed else ""))  # fmt: skip
     found = recipe(base, values_of(best.params, space))
     header = (
         f"# Found by scripts/sweep.py, study {name}: trial {best.number} of {len(study.trials)}, "

@@ -48,6 +48,7 @@ def test_a_tiny_sweep_end_to_end_and_its_recipe_trains(sweep_files, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     recipe = Path(out[-1])
     assert recipe == logs / "tiny-sweep" / "best.yaml" and recipe.is_file()
+    assert any(line.startswith("time: ") and "pruning saved" in line for line in out)
     trials = study(logs).trials
     assert len(trials) == 3 and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
     for trial in trials:  # each an ordinary run: its folder, settings, checkpoints
@@ -150,3 +151,23 @@ def test_lr_find_prints_a_rate_and_writes_its_plot(tiny_config, capsys):
     run = Path(tiny_config["logs_dir"]) / "lr_find_0"
     found = json.loads((run / "lr_find.json").read_text())
     assert len(found["lr"]) == len(found["loss"]) > 10 and (run / "lr_find.png").stat().st_size > 1000
+
+
+def test_the_pruning_saving_scales_a_pruned_trial_to_its_last_epoch():
+    from datetime import datetime, timedelta
+
+    from catdog_lightning.sweeps.report import pruning_saving
+
+    states = optuna.trial.TrialState
+    epochs = optuna.distributions.IntDistribution(10, 40, step=10)
+    start = datetime(2026, 1, 1)
+    sweep = optuna.create_study()
+    for number, (state, minutes, params, steps) in enumerate([
+        (states.COMPLETE, 4, {}, range(20)),  # the sweep's own 20 epochs, run to the end
+        (states.PRUNED, 1, {"trainer.max_epochs": 40}, range(10)),  # stopped after 10 of 40 epochs
+        (states.FAIL, 2, {}, range(5)),  # a killed worker's: counted apart (its retry resumes its run)
+    ]):  # fmt: skip
+        sweep.add_trial(optuna.trial.FrozenTrial(
+            number, state, 0.5 if state == states.COMPLETE else None, start, start + timedelta(minutes=minutes),
+            params, {k: epochs for k in params}, {}, {}, {step: 0.5 for step in steps}, None))  # fmt: skip
+    assert pruning_saving(sweep, max_epochs=20) == (5 * 60, (4 + 4) * 60, 2 * 60)
