@@ -47,7 +47,7 @@ def trial_table(study, objective: str) -> str:
 def pruning_saving(study, max_epochs: int) -> tuple[float, float, float]:
     """Seconds the finished trials took; what they would have taken run to their last epoch (a pruned trial's
     time scaled by its epochs, Optuna's steps, against its ``trainer.max_epochs``); and seconds in failed
-    trials (a killed worker's, counted until its heartbeat ran out; its retry resumes where it stopped)."""
+    trials (a killed worker's, counted until a worker found its heartbeat stale; its retry resumes its run)."""
     import optuna
 
     spent = full = failed = 0.0

@@ -5,7 +5,8 @@ to share one study between machines), the sampler (TPE), the median pruner, the 
 killed worker's trial failed, and the callback that queues it again with the same values. The Lightning
 pruning callback comes from ``optuna-integration``. What is written here: the search-space file, each trial
 as an ordinary run (``train()`` with the trial's flags; a retried trial resumes the run its killed worker
-left), the check that a continued study searches the same space, and the report.
+left) scored at the checkpoint it tested, the check that a continued study searches the same space, and the
+report.
 """
 
 from __future__ import annotations
@@ -119,9 +120,24 @@ def make_objective(study_name: str, objective: str, space: dict, argv: list[str]
             raise
         trial.set_user_attr("fit_seconds", time.perf_counter() - started)
         trial.set_user_attr("test_acc", metrics["test/acc"])
-        return metrics[objective]
+        trial.set_user_attr("scored_checkpoint", metrics["tested_checkpoint"])
+        return scored(metrics, objective, config)
 
     return run_trial
+
+
+def scored(metrics: dict, objective: str, config: dict) -> float:
+    """The objective of the checkpoint the run tested: a recipe that tests ``last.ckpt`` is judged by its last
+    epoch, not by its best one (the best of many epochs on a small validation split flatters a trial)."""
+    if Path(metrics["tested_checkpoint"]).name != "last.ckpt" or metrics["tested_epoch"] == metrics["best_epoch"]:
+        return metrics[objective]
+    from ..training.stages import evaluate_checkpoint
+
+    trainer, data = config.get("trainer") or {}, config.get("data") or {}
+    settings = {k: trainer[k] for k in ("accelerator", "precision") if trainer.get(k) is not None}
+    evaluating = {**settings, "devices": 1, "enable_progress_bar": False}
+    cache = {"cache_dir": data["cache_dir"]} if data.get("cache_dir") else {}  # the run's own decode cache
+    return evaluate_checkpoint(metrics["tested_checkpoint"], cache, evaluating, stage="validate")[objective]
 
 
 def run_sweep(args: dict, argv: list[str], parse) -> dict:

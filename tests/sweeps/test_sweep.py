@@ -171,3 +171,28 @@ def test_the_pruning_saving_scales_a_pruned_trial_to_its_last_epoch():
             number, state, 0.5 if state == states.COMPLETE else None, start, start + timedelta(minutes=minutes),
             params, {k: epochs for k in params}, {}, {}, {step: 0.5 for step in steps}, None))  # fmt: skip
     assert pruning_saving(sweep, max_epochs=20) == (5 * 60, (4 + 4) * 60, 2 * 60)
+
+
+def test_a_trial_testing_its_last_checkpoint_is_scored_by_its_last_epoch(tiny_config):
+    import lightning as L
+
+    from catdog_lightning.sweeps.study import scored
+    from catdog_lightning.training import train
+
+    class Logged(L.Callback):  # val/loss as each epoch logged it
+        seen: list = []
+
+        def on_validation_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                self.seen.append(float(trainer.callback_metrics["val/loss"]))
+
+    config = {**tiny_config, "test_checkpoint": "last", "best_by": "val/loss"}
+    config["trainer"] = {**config["trainer"], "max_epochs": 3}
+    config["model"] = {**config["model"], "lr": 1.0}  # a rate at which the last epoch is not the best
+    metrics = train(config, callbacks=[Logged()])
+    assert Path(metrics["tested_checkpoint"]).name == "last.ckpt" and len(Logged.seen) == 3
+    assert metrics["best_epoch"] < metrics["tested_epoch"] and metrics["val/loss"] == pytest.approx(min(Logged.seen))
+    default_cache = Path(os.environ["XDG_CACHE_HOME"]) / "catdog_lightning"
+    assert scored(metrics, "val/loss", config) == pytest.approx(Logged.seen[-1], abs=1e-6)
+    assert not default_cache.exists()  # scored from the run's own --data.cache_dir, not decoded anew elsewhere
+    assert scored({**metrics, "tested_checkpoint": metrics["best_checkpoint"]}, "val/loss", {}) == metrics["val/loss"]
