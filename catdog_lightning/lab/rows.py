@@ -132,6 +132,15 @@ ROWS = (
         "(the same recipe at 96 px for 32 epochs: 87.4% ± 0.4, 87.2/87.2/87.9, in 3.2 min)",
     ),
     Row(
+        "cnn_swept",
+        "Small CNN, 80 px, found by a sweep (`configs/cnn-swept.yaml`)",
+        "train.py",
+        ("--config", "configs/cnn-swept.yaml"),
+        "--seed_everything",
+        notes="the best of a 20-trial Optuna sweep of the fast recipe's learning rate, weight decay, dropout, crop, "
+        "size and epochs, picked by its last epoch's val/acc (docs/sweeps.md): 80 px for 50 epochs",
+    ),
+    Row(
         "probe_lite0",
         "Pretrained EfficientNet-Lite0, linear probe, 224 px (`configs/probe-lite0.yaml`)",
         "train.py",
