@@ -120,7 +120,6 @@ def make_objective(study_name: str, objective: str, space: dict, argv: list[str]
             raise
         trial.set_user_attr("fit_seconds", time.perf_counter() - started)
         trial.set_user_attr("test_acc", metrics["test/acc"])
-        trial.set_user_attr("scored_checkpoint", metrics["tested_checkpoint"])
         return scored(metrics, objective, config)
 
     return run_trial
