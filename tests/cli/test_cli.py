@@ -194,3 +194,16 @@ def test_a_config_file_s_mistakes_are_all_named_with_the_file(tmp_path, capsys):
     assert cli.main(["--config", str(broken)]) == 2
     err = capsys.readouterr().err
     assert f"{broken}: not valid YAML (line 2" in err and "<unicode string>" not in err
+
+
+def test_every_shipped_recipe_parses_and_is_a_results_row():
+    from catdog_lightning.lab.rows import ROWS
+    from catdog_lightning.models.classifier import ARCHS
+
+    configs = SCRIPT.parents[1] / "configs"
+    rows = {row.flags[row.flags.index("--config") + 1] for row in ROWS if "--config" in row.flags}
+    recipes = sorted(configs.glob("*.yaml"))
+    assert {f"configs/{p.name}" for p in recipes} == rows  # every recipe measured, every measured recipe shipped
+    for recipe in recipes:  # each goes through train.py's parser and checks, as --config gives it
+        settings = cli.parse_flags(["--config", str(recipe)])
+        assert settings["model"]["arch"] in ARCHS and settings["trainer"]["max_epochs"] >= 1
