@@ -196,3 +196,12 @@ def test_a_trial_testing_its_last_checkpoint_is_scored_by_its_last_epoch(tiny_co
     assert scored(metrics, "val/loss", config) == pytest.approx(Logged.seen[-1], abs=1e-6)
     assert not default_cache.exists()  # scored from the run's own --data.cache_dir, not decoded anew elsewhere
     assert scored({**metrics, "tested_checkpoint": metrics["best_checkpoint"]}, "val/loss", {}) == metrics["val/loss"]
+
+
+def test_the_shipped_search_spaces_read_and_check_against_train_py_s_flags():
+    from catdog_lightning.cli import parse_flags
+    from catdog_lightning.sweeps.search import read_search_space
+
+    for path in sorted((ROOT / "configs" / "search").glob("*.yaml")):
+        objective, space, pruning = read_search_space(path, parse_flags)
+        assert objective == "val/acc" and space and set(pruning) <= {"warmup_epochs", "startup_trials"}
