@@ -292,6 +292,6 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
 
     def command(parsed: tuple[dict, list[str]]) -> None:
         own, rest = parsed
-        run_sweep(own, rest, lambda args: parse_flags(args))
+        run_sweep(own, rest, parse_flags)
 
     return run_cli(command, argv, parse=lambda _, args: split_sweep_flags(args))

@@ -54,14 +54,14 @@ def _writer_alive(path: Path) -> bool | None:
     None for a name without one."""
     parts = path.name.split(".")
     pid = next((int(p) for p in reversed(parts[:-2]) if p.isdigit()), None)
-    if pid is None or pid == os.getpid():
-        return None if pid is None else True
+    if pid is None:
+        return None
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
-        return True
+    except PermissionError:  # someone else's process: alive
+        pass
     return True
 
 

@@ -19,6 +19,21 @@ from ..errors import ConfigError
 from .atomic import atomic_write
 
 
+def saved_data_settings(saved: dict) -> dict:
+    """A (read) checkpoint's data settings, less where its decode cache was: a path it names is never followed."""
+    return {k: v for k, v in saved.get("datamodule_hyper_parameters", {}).items() if k != "cache_dir"}
+
+
+def check_image_size(data_size: int | None, saved: dict, source: str = "--ckpt_path") -> None:
+    """Data settings and a checkpoint's model agree on the image size (a damaged or hand-made file may not)."""
+    model_size = saved.get("hyper_parameters", {}).get("image_size")
+    if None not in (data_size, model_size) and data_size != model_size:
+        raise ConfigError(
+            f"{source}: its data settings say {data_size} px but its model takes {model_size} px; the checkpoint "
+            "is damaged or hand-made."
+        )
+
+
 def read_checkpoint(path: str | os.PathLike, flag: str = "--ckpt_path") -> dict[str, Any]:
     """The checkpoint at ``path`` as a dict, or a :class:`ConfigError` naming the file and what to do."""
     path = Path(path)

@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from ..errors import ConfigError
 from ..models.loading import load_model
-from ..storage.checkpoints import first_nonfinite, read_checkpoint
+from ..storage.checkpoints import check_image_size, first_nonfinite, read_checkpoint, saved_data_settings
 from ..storage.runs import RunDirectory, check_run_name, resolve_checkpoint
 from ..storage.yaml_files import read_yaml_file
 from .settings import check_settings_file
@@ -72,15 +72,9 @@ def _resolve_resume(config: dict, logs_dir: Path, allowed: tuple[str, ...]) -> t
         base = read_saved_config(run, allowed)
         _check_against_checkpoint(base, saved, run.config_file, ckpt)
     else:  # a checkpoint from elsewhere: its own hyperparameters say what it is (not where its cache was)
-        data = {k: v for k, v in saved.get("datamodule_hyper_parameters", {}).items() if k != "cache_dir"}
-        base = {"model": dict(saved["hyper_parameters"]), "data": data}
+        base = {"model": dict(saved["hyper_parameters"]), "data": saved_data_settings(saved)}
         run = run or RunDirectory.next_version(logs_dir)
-    data_size, model_size = base["data"].get("image_size"), saved["hyper_parameters"].get("image_size")
-    if None not in (data_size, model_size) and data_size != model_size:
-        raise ConfigError(
-            f"--ckpt_path {ckpt}: its data settings say {data_size} px but its model takes {model_size} px; the "
-            "checkpoint is damaged or hand-made."
-        )
+    check_image_size(base["data"].get("image_size"), saved, f"--ckpt_path {ckpt}")
     for section, key in FIXED_KEYS:
         given = config.get(section, {}).get(key)
         had = base.get(section, {}).get(key)

@@ -17,7 +17,7 @@ from ..data import CatDogDataModule
 from ..data.scan import printable
 from ..errors import ConfigError
 from ..models.loading import load_model
-from ..storage.checkpoints import read_checkpoint
+from ..storage.checkpoints import check_image_size, read_checkpoint, saved_data_settings
 from ..storage.runs import DEFAULT_LOGS_DIR, resolve_checkpoint
 from .settings import TRAINER_DEFAULTS
 from .trainer import quiet_known_warnings
@@ -31,19 +31,13 @@ def checkpoint_data(saved: dict, data: dict | None = None, own_data: bool = True
     trained on are used only where they already are, never drawn anew into the current folder. ``own_data``
     False: the caller scores other photos, so where the checkpoint's own are does not matter.
     """
-    settings = {k: v for k, v in saved.get("datamodule_hyper_parameters", {}).items() if k != "cache_dir"}
-    settings.update(data or {})
+    settings = {**saved_data_settings(saved), **(data or {})}
     try:
         datamodule = CatDogDataModule(**settings)
     except (TypeError, ValueError) as exc:  # a damaged or hand-made checkpoint's settings
         reason = " ".join(str(exc).split())[:160]
         raise ConfigError(f"--ckpt_path: its data settings are unusable ({reason}).") from None
-    model_size = saved["hyper_parameters"].get("image_size")
-    if model_size is not None and datamodule.hparams.image_size != model_size:
-        raise ConfigError(
-            f"--ckpt_path: its data settings say {datamodule.hparams.image_size} px but its model takes {model_size} "
-            "px; the checkpoint is damaged or hand-made."
-        )
+    check_image_size(datamodule.hparams.image_size, saved)
     if own_data and datamodule.hparams.data_dir is None and not datamodule.root.is_dir():
         raise ConfigError(
             f"--ckpt_path: it was trained on the built-in pictures, which are not in {datamodule.root} here; give "
