@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
-from tqdm.auto import tqdm
+
+from ..progress import progress
 
 # Pool chunks: big enough to amortise the inter-process hop, small enough for a smooth progress bar.
 _CHUNK = 64
@@ -117,8 +118,7 @@ def decode_many(
     """
     workers = available_cores() if workers is None else workers
     chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
-    # None: tqdm draws only on a terminal (a log file would get a line of carriage returns).
-    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=True if len(paths) < PROGRESS_BAR_FROM else None)
+    bar = progress(len(paths), desc, disable=len(paths) < PROGRESS_BAR_FROM)
     # Each chunk's pictures go straight into their rows: the decoded set is held once, not twice.
     images = np.empty((len(paths), 3, size, size), dtype=np.uint8)
     ok = np.zeros(len(paths), dtype=bool)

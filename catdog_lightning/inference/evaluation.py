@@ -32,7 +32,8 @@ from ..storage.checkpoints import read_checkpoint
 from ..storage.runs import RunDirectory
 from ..training.drawing import caption_grid
 from ..training.stages import checkpoint_data, evaluator, predicted_probabilities
-from .predictor import checkpoint_or_latest
+from .locate import checkpoint_or_latest
+from .predictor import load_classifier
 
 CPU_EVALUATOR = {"accelerator": "cpu", "devices": 1}
 
@@ -65,7 +66,7 @@ def _where(datamodule: CatDogDataModule, data_dir: str | None) -> str:
 
 
 def evaluate(
-    ckpt_path: str | os.PathLike, data_dir: str | None = None, trainer: dict | None = None
+    ckpt_path: str | os.PathLike, data_dir: str | None = None, trainer: dict | None = None, backend: str = "torch"
 ) -> tuple[dict, CatDogDataModule]:
     """Accuracy, precision, recall, F1, AUROC, confusion matrix and misclassified files (worst first), and
     the data they were measured on."""
@@ -74,9 +75,13 @@ def evaluate(
     test = datamodule.test_set
     if test is None or len(test) == 0:
         raise DataError(f"no labelled test images in {_where(datamodule, data_dir)}.")
-    bar = len(test) >= 256 and sys.stdout.isatty()  # a bar redraws: only for a person watching a terminal
-    evaluating = evaluator(trainer or CPU_EVALUATOR, enable_progress_bar=bar, enable_model_summary=False)
-    probs = predicted_probabilities(ckpt_path, saved, datamodule, evaluating)
+    if backend == "torch":
+        bar = len(test) >= 256 and sys.stdout.isatty()  # a bar redraws: only for a person watching a terminal
+        evaluating = evaluator(trainer or CPU_EVALUATOR, enable_progress_bar=bar, enable_model_summary=False)
+        probs = predicted_probabilities(ckpt_path, saved, datamodule, evaluating)
+    else:  # the export on ONNX Runtime, on the very pixels the torch path scores
+        onnx = load_classifier(ckpt_path, backend=backend)
+        probs = torch.cat([onnx.probabilities(test.take(rows)) for rows in torch.arange(len(test)).split(256)])
     labels = test.labels
     tn, fp, fn, tp = binary_confusion_matrix(probs, labels).flatten().tolist()
     wrong = [
@@ -87,6 +92,7 @@ def evaluate(
     wrong.sort(key=lambda w: abs((w["label"] == "cat") - w["p_cat"]), reverse=True)
     return {
         "checkpoint": str(ckpt_path),
+        "backend": backend,
         "folder": _where(datamodule, data_dir),
         "images": len(test),
         "accuracy": float(binary_accuracy(probs, labels)),
@@ -117,9 +123,10 @@ def save_errors_grid(report: dict, datamodule: CatDogDataModule, path: str | os.
 
 def format_report(report: dict) -> str:
     (tn, fp), (fn, tp) = report["confusion_matrix"]["counts"]
+    on_backend = f" ({report['backend']})" if report.get("backend", "torch") != "torch" else ""
     auroc = "undefined (photos of one class only)" if report["auroc"] is None else f"{report['auroc']:.4f}"
     lines = [
-        f"Evaluated {report['checkpoint']} on {report['images']} images in {report['folder']}",
+        f"Evaluated {report['checkpoint']}{on_backend} on {report['images']} images in {report['folder']}",
         f"  accuracy   {report['accuracy']:.4f}",
         f"  precision  {report['precision']:.4f}   (of images called cat, the share that are cats)",
         f"  recall     {report['recall']:.4f}   (of cats, the share found)",
@@ -148,7 +155,7 @@ def default_report(ckpt: str | os.PathLike) -> Path:
 def evaluate_command(args: dict) -> None:
     """scripts/evaluate.py: score, print, write the JSON report and (``--errors_grid``) the worst mistakes."""
     ckpt = checkpoint_or_latest(args.get("ckpt_path"), args["logs_dir"])
-    report, datamodule = evaluate(ckpt, args["data"]["data_dir"])
+    report, datamodule = evaluate(ckpt, args["data"]["data_dir"], backend=args.get("backend") or "torch")
     print(format_report(report))
     path = Path(args.get("report") or default_report(ckpt))
     replaced = " (replaced the previous report)" if path.exists() else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -11,9 +12,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .predictor import checkpoint_or_latest, load_classifier
+from ..models.loading import load_model
+from ..storage.runs import DEFAULT_LOGS_DIR, resolve_checkpoint
+from .locate import checkpoint_or_latest
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "onnx-int8", "torchscript")
 
 
 class ProbabilityModel(nn.Module):
@@ -25,6 +28,17 @@ class ProbabilityModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.net(images))
+
+
+def needs_export_extra() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401 (torch's ONNX exporter needs it)
+    except ImportError:
+        raise ConfigError(
+            "ONNX export and --backend onnx/int8 need the export extra: pip install -e '.[export]'"
+        ) from None
 
 
 def input_contract(image_size: int) -> dict:
@@ -42,24 +56,30 @@ def export_model(ckpt_path: str | os.PathLike | None, fmt: str, output: str | os
     """Write the model at ``ckpt_path`` to ``output``; returns its input contract."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
-    classifier = load_classifier(ckpt_path)
-    size = classifier.image_size
-    model = ProbabilityModel(classifier.model.network()).eval()
+    ckpt_path = resolve_checkpoint(ckpt_path, DEFAULT_LOGS_DIR)
+    trained = load_model(ckpt_path)
+    size = int(trained.hparams.image_size)
+    model = ProbabilityModel(trained.network()).eval()
     example = torch.rand(2, 3, size, size)
     contract = input_contract(size)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "torchscript":
+    if fmt == "onnx-int8":  # the fp32 graph, then its INT8 copy
+        needs_export_extra()
+        from .quantize import calibration_images, quantize
+
+        with tempfile.TemporaryDirectory(prefix="catdog-export-") as tmp:
+            export_model(ckpt_path, "onnx", Path(tmp) / "fp32.onnx")
+            quantize(Path(tmp) / "fp32.onnx", output, calibration_images(ckpt_path))
+    elif fmt == "torchscript":
         with warnings.catch_warnings():  # torch.jit is deprecated upstream, yet still what TorchScript users load
             warnings.simplefilter("ignore", FutureWarning)
             traced = torch.jit.trace(model, example)
             torch.jit.save(traced, str(output), _extra_files={"contract.json": json.dumps(contract)})
     else:
-        try:
-            import onnx
-            import onnxscript  # noqa: F401 (torch's ONNX exporter needs it)
-        except ImportError:
-            raise ConfigError("--format onnx needs the export extra: pip install -e '.[export]'") from None
+        needs_export_extra()
+        import onnx
+
         batch = torch.export.Dim("batch")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..data.decode import decode_many
@@ -22,16 +23,8 @@ from ..models.features import FEATURE_BATCH
 from ..models.loading import load_model
 from ..storage.checkpoints import read_checkpoint
 from ..storage.runs import DEFAULT_LOGS_DIR, resolve_checkpoint
+from .locate import checkpoint_or_latest
 from .predictions import Prediction, write_predictions
-
-
-def checkpoint_or_latest(ckpt_path: str | None, logs_dir: str | os.PathLike = DEFAULT_LOGS_DIR) -> str:
-    """``--ckpt_path`` resolved (a file, ``last`` or ``best``); without one, the latest run's best.ckpt, saying so
-    on stderr."""
-    ckpt = str(resolve_checkpoint(ckpt_path, logs_dir))
-    if not ckpt_path:
-        print(f"Using {ckpt} (the most recent run's best checkpoint)", file=sys.stderr)
-    return ckpt
 
 
 class Predictor:
@@ -69,15 +62,44 @@ class Predictor:
         ]
 
 
+class OnnxPredictor(Predictor):
+    """:class:`Predictor` through an ONNX Runtime session of the export (see :mod:`.onnx_runtime`)."""
+
+    def __init__(self, onnx_path: str | os.PathLike, image_size: int, draft: bool = True, threads: int = 0):
+        from .onnx_runtime import session
+
+        self.session = session(onnx_path, threads)
+        self.image_size, self.draft, self.device = image_size, draft, "cpu"
+
+    def probabilities(self, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+        """P(cat) for ``N x 3 x S x S`` uint8 images."""
+        out = [
+            torch.from_numpy(self.session.run(None, {"images": chunk.numpy().astype(np.float32) / 255})[0])
+            for chunk in images.split(batch_size)
+        ]
+        return torch.cat(out).float() if out else torch.empty(0)
+
+
 def load_classifier(
-    ckpt_path: str | os.PathLike | None = None, device: str = "cpu", logs_dir: str | os.PathLike = DEFAULT_LOGS_DIR
+    ckpt_path: str | os.PathLike | None = None,
+    device: str = "cpu",
+    logs_dir: str | os.PathLike = DEFAULT_LOGS_DIR,
+    backend: str = "torch",
 ) -> Predictor:
     """The model in ``ckpt_path`` (a file, ``last`` or ``best``; default: best.ckpt of the latest run under
-    ``logs_dir``), loaded safely (see :func:`~catdog_lightning.models.loading.load_model`)."""
+    ``logs_dir``), loaded safely (see :func:`~catdog_lightning.models.loading.load_model`); with ``backend`` onnx
+    or int8, its export on ONNX Runtime (see :mod:`.onnx_runtime`), the same ``predict`` and ``probabilities``."""
+    from .onnx_runtime import check_backend, onnx_model
+
+    check_backend(backend)
     path = resolve_checkpoint(ckpt_path, logs_dir)
     saved = read_checkpoint(path)
     draft = bool(saved.get("datamodule_hyper_parameters", {}).get("draft", True))
-    return Predictor(load_model(path, saved), draft=draft, device=device)
+    model = load_model(path, saved)
+    if backend == "torch":
+        return Predictor(model, draft=draft, device=device)
+    with onnx_model(path, backend) as onnx_path:  # the session holds the graph: the file can go
+        return OnnxPredictor(onnx_path, int(model.hparams.image_size), draft)
 
 
 def predict_command(args: dict) -> None:
@@ -92,7 +114,7 @@ def predict_command(args: dict) -> None:
     if not paths:
         raise ConfigError(f"no image files (.jpg .jpeg .png .bmp .webp) in {' '.join(args['paths'])}.")
     ckpt = checkpoint_or_latest(args.get("ckpt_path"), args["logs_dir"])
-    predictions = load_classifier(ckpt).predict(paths, args["batch_size"])
+    predictions = load_classifier(ckpt, backend=args.get("backend") or "torch").predict(paths, args["batch_size"])
     for p in predictions:
         if p.p_cat is not None:
             print(f"{printable(p.path)}\t{p.p_cat:.4f}\t{p.label}")

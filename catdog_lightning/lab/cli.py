@@ -128,7 +128,16 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data_dir", type=str | None, default=None, help="folder with train/ (default: built-in data)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs timed for each pipeline (at least 2)")
     parser.add_argument(
-        "--parts", type=list[str] | None, default=None, help="some of [mlp,cnn,threads,backbones] (default: all)"
+        "--parts",
+        type=list[str] | None,
+        default=None,
+        help="some of [mlp,cnn,threads,backbones,inference] (default: all but inference, which needs --ckpt_path)",
+    )
+    parser.add_argument(
+        "--ckpt_path",
+        type=str | None,
+        default=None,
+        help="the checkpoint --parts [inference] times (torch fp32/channels_last/bf16, ONNX fp32, INT8)",
     )
     parser.add_argument("--accelerator", type=str, default="cpu", help="cpu, or gpu to time the CNN on a CUDA GPU")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")

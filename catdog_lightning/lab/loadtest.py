@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ..data.scan import find_images
 from ..errors import ConfigError, DataError
-from ..inference.predictor import checkpoint_or_latest, load_classifier
+from ..inference.locate import checkpoint_or_latest
+from ..inference.predictor import load_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
 

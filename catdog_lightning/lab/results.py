@@ -64,7 +64,10 @@ def load_store(path: Path) -> dict:
 def machine() -> dict:
     import torch
 
+    from ..hardware import cpu_description
+
     return {
+        "cpu": cpu_description(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -124,8 +127,10 @@ def render(store: dict) -> str:
         "",
         *notes,
         "",
-        f"Measured on {m.get('cpus', '?')} CPU cores ({m.get('processor', '?')}), torch {m.get('torch', '?')}, "
-        f"Python {m.get('python', '?')}, no GPU; one run at a time. "
+        f"Measured on {m.get('cpu') or str(m.get('cpus', '?')) + ' CPU cores (' + m.get('processor', '?') + ')'}, "
+        f"torch {m.get('torch', '?')}, Python {m.get('python', '?')}, no GPU; one run at a time. The bf16 rows and "
+        "the pretrained recipes' frozen pass (precision auto) compute in bf16 only on a CPU with AVX512-BF16 or "
+        "AMX; elsewhere they run in fp32 (times on such a CPU: docs/performance.md#precision-on-every-cpu). "
         "Per-run numbers: `docs/results.json`.",
         "",
     ]

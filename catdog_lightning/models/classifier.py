@@ -18,6 +18,7 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
 from ..errors import ConfigError
+from ..hardware import resolve_feature_precision
 from . import schedules
 from .backbones import (
     BACKBONES,
@@ -70,7 +71,7 @@ class CatDogClassifier(L.LightningModule):
         unfreeze_at_epoch: int | None = None,
         backbone_lr_ratio: float = 0.1,
         finetune_blocks: int | None = None,
-        feature_precision: Literal["32", "bf16"] = "32",
+        feature_precision: Literal["auto", "32", "bf16"] = "auto",
     ):
         """A network (the lesson's MLP, or a small CNN) trained with BCE-with-logits and Adam (or AdamW, or SGD).
 
@@ -106,9 +107,11 @@ class CatDogClassifier(L.LightningModule):
                 block more each epoch after); everything below stays frozen (BatchNorm too), so its output is
                 computed once per photo and cached like a probe's features, and an epoch trains on those
                 (each photo or its mirror). Unset: the whole backbone trains on the photos.
-            feature_precision: 32 or bf16: the precision of the frozen layers' one pass over every photo (a
-                probe's features, a block fine-tune's cached activations); bf16 autocast is faster on CPUs
-                with AMX or AVX512-BF16 and on GPUs. The layers that train follow --trainer.precision.
+            feature_precision: auto, 32 or bf16: the precision of the frozen layers' one pass over every photo
+                (a probe's features, a block fine-tune's cached activations). bf16 autocast is faster only on
+                CPUs with AMX or AVX512-BF16 and on GPUs with bf16; elsewhere it is emulated and many times
+                slower. auto picks bf16 there and 32 everywhere else. The layers that train follow
+                --trainer.precision.
         """
         super().__init__()
         if not lr > 0:
@@ -125,7 +128,7 @@ class CatDogClassifier(L.LightningModule):
             ("scheduler", scheduler, ("none", "cosine", "onecycle")),
             ("optimizer", optimizer, ("adam", "adamw", "sgd")),
             ("activation", activation, ("relu", "tanh", "sigmoid")),
-            ("feature_precision", feature_precision, ("32", "bf16")),
+            ("feature_precision", feature_precision, ("auto", "32", "bf16")),
         ):
             if value not in allowed:
                 raise ConfigError(f"--model.{flag} must be one of {', '.join(allowed)}, got {value!r}.")
@@ -253,11 +256,20 @@ class CatDogClassifier(L.LightningModule):
         self.backbone.eval()
         pixels = self.standardize(images.to(self.device).float().div_(255))
         looks = views(pixels, *(self._views or (False, 0)))
-        bf16 = self.hparams.feature_precision == "bf16"
+        bf16 = self.resolved_feature_precision == "bf16"
         with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
             features = torch.stack([self.net.frozen_output(look) for look in looks], 1)
         self.backbone.train(was_training)
         return features.cpu()
+
+    @property
+    def resolved_feature_precision(self) -> str:
+        """32 or bf16: what --model.feature_precision (auto included) means on the device the features come from."""
+        return resolve_feature_precision(self.hparams.feature_precision, self.device.type)[0]
+
+    def feature_precision_line(self) -> str | None:
+        """The line to print before the frozen layers' pass: what auto chose, or why an explicit bf16 is slow."""
+        return resolve_feature_precision(self.hparams.feature_precision, self.device.type)[1]
 
     def features_of(self, images: torch.Tensor) -> torch.Tensor:
         """:meth:`view_features` of any number of uint8 images, a few at a time (see models/features.py)."""
@@ -270,7 +282,8 @@ class CatDogClassifier(L.LightningModule):
     def feature_key(self) -> str:
         """Names what :meth:`view_features` computes: the backbone's weights, input statistics and looks."""
         hp = self.hparams
-        fixed = f"{hp.arch}|{hp.image_size}|{self._views}|{hp.finetune_blocks}|{hp.feature_precision}"
+        precision = self.resolved_feature_precision  # auto is keyed as what it computes in: bf16 or 32
+        fixed = f"{hp.arch}|{hp.image_size}|{self._views}|{hp.finetune_blocks}|{precision}"
         digest = hashlib.sha256(fixed.encode())
         # The frozen layers' weights alone: a block fine-tune's top changes as it trains, its cache does not.
         for module in (self.standardize, *self.net.frozen_modules()):

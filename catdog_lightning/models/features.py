@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from tqdm import tqdm
+
+from ..progress import progress
 
 # Images per backbone forward pass. Small on purpose: at 224 px a batch of 64 has activation tensors of
 # hundreds of MB, which the allocator maps and unmaps from the OS on every pass; small batches run about
@@ -17,7 +18,7 @@ def extract_features(
     images: torch.Tensor, extract: Callable[[torch.Tensor], torch.Tensor], desc: str = "backbone features"
 ) -> torch.Tensor:
     """``extract`` (uint8 ``n x 3 x S x S`` -> float ``n x V x D``) over all ``images``, FEATURE_BATCH at a time."""
-    with tqdm(total=len(images), desc=desc, unit="img", disable=True if len(images) < 256 else None) as bar:
+    with progress(len(images), desc, disable=len(images) < 256) as bar:
         parts = []
         for start in range(0, len(images), FEATURE_BATCH):
             parts.append(extract(images[start : start + FEATURE_BATCH]))

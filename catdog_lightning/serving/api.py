@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 
 from ..data.decode import decode_image
+from ..inference.onnx_runtime import session
 from ..inference.predictor import load_classifier
 
 FIELD = "image"  # the multipart field, or the JSON key, of a photo (several: repeat it, or a JSON list)
@@ -77,13 +78,8 @@ class CatDogAPI(ls.LitAPI):
             torch.set_num_threads(self.threads)
         self.classifier = load_classifier(self.ckpt, device="cpu" if device == "cpu" else device)
         self.size, self.draft = self.classifier.image_size, self.classifier.draft
-        if self.backend == "onnx":
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            if self.threads:
-                options.intra_op_num_threads = self.threads
-            self.session = ort.InferenceSession(self.onnx_path, options)
+        if self.backend != "torch":  # onnx, int8: the export on ONNX Runtime
+            self.session = session(self.onnx_path, self.threads)
 
     def authorize(self, key: str | None = Depends(APIKeyHeader(name="X-API-Key", auto_error=False))) -> None:
         """With --api_key, every route but the page needs the header ``X-API-Key``."""
@@ -119,7 +115,7 @@ class CatDogAPI(ls.LitAPI):
         if not photos:
             return requests
         pixels = np.stack(photos).transpose(0, 3, 1, 2)  # N x 3 x S x S uint8, as training's
-        if self.backend == "onnx":
+        if self.backend != "torch":
             (probs,) = self.session.run(None, {"images": pixels.astype(np.float32) / 255})
             probs = probs.tolist()
         else:

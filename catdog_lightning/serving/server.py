@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..inference.predictor import checkpoint_or_latest
+from ..inference.locate import checkpoint_or_latest
+from ..inference.onnx_runtime import check_backend
 from ..storage.checkpoints import read_checkpoint
 from ..storage.runs import RunDirectory
 
 PAGE = Path(__file__).with_name("page.html")
-BACKENDS = ("torch", "onnx")
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # this machine only, or every interface
 
 
@@ -48,8 +49,7 @@ def describe(ckpt: str) -> dict:
 
 
 def check(args: dict) -> None:
-    if args["backend"] not in BACKENDS:
-        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {args['backend']!r}.")
+    check_backend(args["backend"])
     for flag in ("workers", "max_batch_size"):
         if not 1 <= args[flag] <= 64:
             raise ConfigError(f"--{flag} must be between 1 and 64, got {args[flag]}.")
@@ -63,21 +63,24 @@ def check(args: dict) -> None:
         raise ConfigError(f"--host must be one of {', '.join(HOSTS)} (LitServe's choice), got {args['host']!r}.")
 
 
-def build_server(args: dict):
-    """The LitServer (not yet running) for the flags of serve.py."""
+def build_server(args: dict, workdir: str | os.PathLike | None = None):
+    """The LitServer (not yet running) for the flags of serve.py; an ONNX backend's model is written in
+    ``workdir`` (the caller removes it when the server stops: restarted workers read it again)."""
     import litserve as ls
     from fastapi.responses import HTMLResponse
 
     from ..inference.export import export_model
+    from ..inference.onnx_runtime import FORMAT
     from .api import CatDogAPI, thread_share
 
     check(args)
     ckpt = checkpoint_or_latest(args.get("ckpt_path"), args["logs_dir"])
-    model = describe(ckpt)
+    model = {**describe(ckpt), "backend": args["backend"]}
     onnx_path = None
-    if args["backend"] == "onnx":  # the exported graph ONNX Runtime serves, written once at start
-        onnx_path = str(Path(tempfile.mkdtemp(prefix="catdog-serve-")) / "model.onnx")
-        export_model(ckpt, "onnx", onnx_path)
+    if args["backend"] != "torch":  # the exported (and for int8, quantised) graph, written once at start
+        folder = Path(workdir or tempfile.mkdtemp(prefix="catdog-serve-"))
+        onnx_path = str(folder / f"model.{args['backend']}.onnx")
+        export_model(ckpt, FORMAT[args["backend"]], onnx_path)
     api = CatDogAPI(
         ckpt,
         args["backend"],
@@ -110,9 +113,25 @@ def serve_command(args: dict) -> None:
         import litserve  # noqa: F401
     except ImportError:
         raise ConfigError("serving needs the serve extra: pip install -e '.[serve]' (make serve does this)") from None
-    server, model = build_server(args)
+    # SIGTERM (kill, systemd, Docker) ends the command like Ctrl-C would, through the finally clauses: the ONNX
+    # model written for the workers is removed either way.
+    previous = signal.signal(signal.SIGTERM, _exit_143)
+    try:
+        with tempfile.TemporaryDirectory(prefix="catdog-serve-") as workdir:
+            _serve(args, workdir)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_143(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _serve(args: dict, workdir: str) -> None:
+    server, model = build_server(args, workdir)
     print(
-        f"Serving {model['name']} ({model['arch']}, {model['image_size']} px) on http://{args['host']}:{args['port']}/ "
+        f"Serving {model['name']} ({model['arch']}, {model['image_size']} px, {model['backend']}) "
+        f"on http://{args['host']}:{args['port']}/ "
         f"with {args['workers']} worker(s), batches of up to {args['max_batch_size']}; "
         f"POST /predict, GET /health, GET /info",
         flush=True,

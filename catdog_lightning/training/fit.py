@@ -44,9 +44,8 @@ from .settings import DEFAULT_SEED, TRAINER_DEFAULTS
 from .trainer import (
     BEST_MODE,
     build_trainer,
-    cpu_has_fast_bf16,
-    precision_note,
     quiet_known_warnings,
+    with_precision_resolved,
     write_hparams_summary,
 )
 
@@ -97,12 +96,12 @@ def join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, c
         model.load_pretrained_weights()
     if not model.caches_features:
         return 0.0, ""
+    if (line := model.feature_precision_line()) and is_main_process():  # before the work, which may be long
+        print(line, flush=True)
     start = time.perf_counter()
     note = datamodule.use_features(model.features_of, model.feature_key())
     if model.is_probe:  # the head trains on the features: the backbone's activation memory can go
         release_freed_memory()
-    if model.hparams.feature_precision == "bf16" and model.device.type == "cpu" and cpu_has_fast_bf16() is False:
-        note += " (bf16 is emulated on this CPU: --model.feature_precision 32 is faster here)"
     return time.perf_counter() - start, note
 
 
@@ -165,6 +164,8 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
             f"--trainer.max_epochs must be at least 1 (or -1: until stopped), got {max_epochs}: a run that trains "
             "no epoch has no checkpoint to test."
         )
+    if (line := with_precision_resolved(settings["trainer"])[1]) and is_main_process():
+        print(line, flush=True)  # before decoding and features: a slow choice is seen before it costs
     datamodule, model = data_and_model(config, seed)
     features = join_data_and_model(datamodule, model, ckpt)
     lock, created = None, False
@@ -223,8 +224,6 @@ def _fit_and_test(
     }
     if is_main_process():
         print(datamodule.summary)
-        if note := precision_note(trainer):
-            print(note)
         if feature_note:
             print(f"{feature_note} in {feature_seconds:.1f} s")
         os.environ[RUN_NAME_ENV] = run.name

@@ -18,7 +18,7 @@ from ..storage.atomic import atomic_write_text
 from ..storage.runs import DEFAULT_LOGS_DIR, RunDirectory, next_run_name
 from .fit import data_and_model, join_data_and_model
 from .settings import DEFAULT_SEED, TRAINER_DEFAULTS
-from .trainer import quiet_known_warnings
+from .trainer import quiet_known_warnings, with_precision_resolved
 
 
 def lr_find_command(flags: dict) -> dict:
@@ -35,6 +35,7 @@ def lr_find_command(flags: dict) -> dict:
     trainer_cfg = {**TRAINER_DEFAULTS, **(flags.get("trainer") or {})}
     for key in ("callbacks", "logger", "max_epochs"):
         trainer_cfg.pop(key, None)
+    trainer_cfg = with_precision_resolved(trainer_cfg)[0]
     trainer = L.Trainer(**trainer_cfg, logger=False, enable_checkpointing=False, use_distributed_sampler=False,
                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
     found = Tuner(trainer).lr_find(model, datamodule=datamodule, min_lr=1e-6, max_lr=1.0, num_training=100)

@@ -4,6 +4,7 @@ On a terminal it is Lightning's bar as usual. Into a file or a cluster's log (st
 ``TQDMProgressBar`` keeps one bar per epoch (``leave=True``), skips the validation and sanity-check bars,
 and writes each epoch's bar once, finished, on a line of its own, with the epoch's metrics: tqdm's
 in-place redraws (carriage returns) are what make a piped log hundreds of kilobytes of unreadable text.
+An epoch longer than half a minute also gets a short line every half minute (batches, rate, time left).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+from ..progress import LogLines
 
 
 class FinalLines:
@@ -38,6 +41,7 @@ class LogFileProgressBar(TQDMProgressBar):
 
     def __init__(self):
         super().__init__(refresh_rate=1_000_000, leave=True)  # drawn at each epoch's last batch only
+        self.lines: LogLines | None = None  # the epoch's half-minute lines
 
     def init_train_tqdm(self) -> Tqdm:
         if self.is_disabled:  # every DDP process but rank 0: one line per epoch, not one per process
@@ -68,6 +72,14 @@ class LogFileProgressBar(TQDMProgressBar):
     def on_train_epoch_start(self, trainer, *args) -> None:
         self._finish_line(trainer, trainer.lightning_module)
         super().on_train_epoch_start(trainer, *args)
+        if not self.is_disabled:
+            total = self.total_train_batches if isinstance(self.total_train_batches, int) else 0
+            self.lines = LogLines(total, f"Epoch {trainer.current_epoch}", "batches", tenths=False)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.lines is not None:
+            self.lines.update(1)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._finish_line(trainer, pl_module)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import lightning as L
 from jsonargparse import ActionConfigFile, ArgumentParser
+from lightning.fabric.connector import _PRECISION_INPUT
 
 from ..data import CatDogDataModule
 from ..errors import ConfigError
@@ -45,7 +46,14 @@ def settings_parser() -> ArgumentParser:
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML config file (e.g. a run's config.yaml)")
     parser.add_class_arguments(CatDogDataModule, "data")
     parser.add_class_arguments(CatDogClassifier, "model", skip={"image_size"})  # follows --data.image_size
-    parser.add_class_arguments(L.Trainer, "trainer", skip=TRAINER_OWNED)
+    parser.add_class_arguments(L.Trainer, "trainer", skip=TRAINER_OWNED | {"precision"})
+    parser.add_argument(
+        "--trainer.precision",
+        type=Literal["auto"] | _PRECISION_INPUT | None,
+        default=None,
+        help="Lightning's precision (32-true, bf16-mixed, 16-mixed, ...), or auto: bf16-mixed where this machine "
+        "computes bf16 natively (AMX or AVX512-BF16 CPUs, GPUs with bf16), 32-true elsewhere (default: 32-true)",
+    )
     parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
     parser.add_argument("--seed_everything", type=int, default=DEFAULT_SEED, help="seed for weights and shuffling")
     parser.add_argument(
@@ -115,6 +123,12 @@ def one_line(exc: BaseException) -> str:
     if problem:  # a class named with what it needs missing: say that, not the Union's every other subtype
         return f"{text.split(':')[0]}: {problem.group(1)}: {problem.group(2)}"
     union = re.search(r"Union subtypes Subtypes: \[(.*?)\].*Given value: (.*)$", text)
+    subtypes = text.split(" Errors:")[0]
+    if union and "typing.Literal[" in subtypes:  # choices, split over several Literals (Lightning's precision)
+        found = [o.strip("'") for lit in re.findall(r"Literal\[(.*?)\]", subtypes) for o in lit.split(", ")]
+        options = list(dict.fromkeys(found))
+        got = union.group(2)
+        return f"{text.split(':')[0]}: expected one of {', '.join(options)}; got {got}{did_you_mean(got, options)}"
     if union:
         kinds = [TYPE_WORDS.get(k, k) for k in re.findall(r"<class '(\w+)'>", union.group(1)) if k != "NoneType"]
         empty = " (or null)" if "NoneType" in union.group(1) else ""

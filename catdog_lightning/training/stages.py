@@ -20,7 +20,7 @@ from ..models.loading import load_model
 from ..storage.checkpoints import check_image_size, read_checkpoint, saved_data_settings
 from ..storage.runs import DEFAULT_LOGS_DIR, resolve_checkpoint
 from .settings import TRAINER_DEFAULTS
-from .trainer import quiet_known_warnings
+from .trainer import quiet_known_warnings, with_precision_resolved
 
 
 def checkpoint_data(saved: dict, data: dict | None = None, own_data: bool = True) -> CatDogDataModule:
@@ -48,7 +48,13 @@ def checkpoint_data(saved: dict, data: dict | None = None, own_data: bool = True
 
 def evaluator(trainer: dict, **options) -> L.Trainer:
     """A Trainer that only evaluates: no logger, no checkpoints, every image once (no distributed sampler)."""
-    return L.Trainer(**trainer, logger=False, enable_checkpointing=False, use_distributed_sampler=False, **options)
+    return L.Trainer(
+        **with_precision_resolved(trainer)[0],
+        logger=False,
+        enable_checkpointing=False,
+        use_distributed_sampler=False,
+        **options,
+    )
 
 
 def predicted_probabilities(

@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from ..errors import ConfigError
+from ..hardware import resolve_trainer_precision
 from ..storage.atomic import TMP_SUFFIX
 from ..storage.checkpoints import AtomicCheckpointIO
 from ..storage.runs import RunDirectory
@@ -196,7 +197,7 @@ def build_trainer(
     )
     plugins = trainer_cfg.pop("plugins", None) or []
     trainer = L.Trainer(
-        **trainer_cfg,
+        **with_precision_resolved(trainer_cfg)[0],
         logger=[logger, *extra_loggers] if extra_loggers else logger,
         callbacks=[
             best,
@@ -220,25 +221,13 @@ def build_trainer(
     return trainer, best
 
 
-def cpu_has_fast_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
-    """Whether this CPU computes in bf16 natively (x86 AVX512-BF16 or AMX, Arm's BF16); None where unknown."""
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return None
-    flags = {f for line in text.splitlines() if line.startswith(("flags", "Features")) for f in line.split()}
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
-def precision_note(trainer: L.Trainer, cpuinfo: str = "/proc/cpuinfo") -> str | None:
-    """One line when bf16 was asked for on a CPU that only emulates it (slower than 32-true there)."""
-    on_cpu = trainer.strategy.root_device.type == "cpu"
-    if not (str(trainer.precision).startswith("bf16") and on_cpu and cpu_has_fast_bf16(cpuinfo) is False):
-        return None
-    return (
-        f"Note: --trainer.precision {trainer.precision} on a CPU without bf16 instructions (AVX512-BF16/AMX) is "
-        "emulated and usually slower than fp32 here: --trainer.precision 32-true trains faster."
-    )
+def with_precision_resolved(trainer_cfg: dict) -> tuple[dict, str | None]:
+    """``trainer_cfg`` with ``precision: auto`` made what this machine runs fast (see :mod:`..hardware`), and the
+    line saying so (or warning of an explicit bf16 this CPU emulates); None when there is nothing to say."""
+    if trainer_cfg.get("precision") is None:
+        return dict(trainer_cfg), None
+    precision, line = resolve_trainer_precision(trainer_cfg["precision"], trainer_cfg.get("accelerator"))
+    return {**trainer_cfg, "precision": precision}, line
 
 
 def quiet_known_warnings() -> None:

@@ -77,11 +77,11 @@ def test_shipped_cnn_configs_are_the_results_tables_rows_and_differ_only_in_size
     cnn, fast = (cli.parse_flags(["--config", str(configs / name)]) for name in ("cnn.yaml", "cnn-fast.yaml"))
     assert (cnn["trainer"].pop("max_epochs"), fast["trainer"].pop("max_epochs")) == (90, 70)
     assert (cnn["data"].pop("image_size"), fast["data"].pop("image_size")) == (96, 64)
-    assert cnn == fast and cnn["trainer"]["precision"] == "bf16-mixed"
+    assert cnn == fast and cnn["trainer"]["precision"] == "auto"
     quicker = cli.parse_flags(
         ["--config", str(configs / "cnn.yaml"), "--trainer.max_epochs", "3", "--data.data_dir", "p"]
     )
-    assert quicker["trainer"] == {"max_epochs": 3, "precision": "bf16-mixed"} and quicker["data"]["data_dir"] == "p"
+    assert quicker["trainer"] == {"max_epochs": 3, "precision": "auto"} and quicker["data"]["data_dir"] == "p"
     assert quicker["model"]["convs_per_block"] == 2  # the rest of the recipe stays
 
 

@@ -94,7 +94,7 @@ def test_hyperparameters_are_primitives():
         "unfreeze_at_epoch": None,
         "backbone_lr_ratio": 0.1,
         "finetune_blocks": None,
-        "feature_precision": "32",
+        "feature_precision": "auto",
     }
 
 

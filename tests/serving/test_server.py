@@ -5,6 +5,7 @@ import io
 import os
 import signal
 import struct
+import tempfile
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -176,16 +177,19 @@ def test_the_api_key_guards_every_route_but_the_page(trained):
         guarded.stop()
 
 
-def test_the_onnx_backend_answers_like_the_checkpoint(trained):
+@pytest.mark.parametrize(("backend", "tolerance"), [("onnx", 1e-4), ("int8", 0.1)])
+def test_the_onnx_backends_answer_like_the_checkpoint(trained, backend, tolerance):
     pytest.importorskip("onnxruntime")
     _, photos, expected = trained
-    onnx = Server(trained[0]["best_checkpoint"], "--backend", "onnx")
+    onnx = Server(trained[0]["best_checkpoint"], "--backend", backend)
     try:
+        assert httpx.get(f"{onnx.url}/info").json()["model"]["backend"] == backend
         for photo in photos[:4]:
             body = post(onnx, files={"image": (photo.name, photo.read_bytes(), "image/jpeg")}).json()
-            assert abs(body["p_cat"] - expected[photo.name]) < 1e-4
+            assert abs(body["p_cat"] - expected[photo.name]) < tolerance
     finally:
         onnx.stop()
+    assert not list(Path(tempfile.gettempdir()).glob("catdog-serve-*/model.*.onnx"))  # removed when it stopped
 
 
 @pytest.mark.parametrize(

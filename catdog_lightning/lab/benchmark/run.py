@@ -21,6 +21,7 @@ from ...errors import ConfigError, DataError
 from .tables import format_table, summarise
 
 PARTS = ("mlp", "cnn", "threads", "backbones")
+ALL_PARTS = (*PARTS, "inference")  # inference times a trained checkpoint: asked for by name
 # The pretrained recipes' backbones at their sizes, timed in fp32 and bf16.
 BACKBONE_SETTINGS = (("efficientnet_lite0", 224), ("efficientnet_lite1", 240), ("efficientnet_lite2", 260))
 # (intra-op threads, DataLoader workers) tried for the CNN in bf16; threads 0 is torch's default (one per core).
@@ -93,9 +94,19 @@ def run_benchmark_cli(args: dict) -> None:
     if args["epochs"] < 2:
         raise ConfigError("--epochs must be at least 2 (the first epoch is not a steady one).")
     parts = tuple(args.get("parts") or PARTS)
-    unknown = sorted(set(parts) - set(PARTS))
+    unknown = sorted(set(parts) - set(ALL_PARTS))
     if unknown:
-        raise ConfigError(f"--parts takes some of {', '.join(PARTS)}; {', '.join(unknown)} is not one.")
+        raise ConfigError(f"--parts takes some of {', '.join(ALL_PARTS)}; {', '.join(unknown)} is not one.")
+    if "inference" in parts:
+        from ...inference.locate import checkpoint_or_latest
+        from .inference import format_inference, run_inference_benchmark
+
+        ckpt = checkpoint_or_latest(args.get("ckpt_path"))
+        result = run_inference_benchmark(ckpt)
+        print(json.dumps(result, indent=2) if args.get("json") else format_inference(result))
+        parts = tuple(p for p in parts if p != "inference")
+        if not parts:
+            return
     accelerator = args.get("accelerator") or "cpu"
     if accelerator not in ("cpu", "gpu"):
         raise ConfigError(f"--accelerator must be cpu or gpu, got {accelerator!r}.")
