@@ -26,7 +26,10 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from .errors import ConfigError, Interrupted, UserError
 from .storage.yaml_files import load_yaml, read_yaml_file
 from .training.settings import (
+    SETTING_GROUPS,
+    check_built_only,
     check_class_paths,
+    check_no_file_references,
     did_you_mean,
     known_settings,
     new_parser,
@@ -44,13 +47,20 @@ def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None
     allowed = flag_values(argv, "--allow_modules")
     allowed = tuple(str(m) for value in allowed for m in (value if isinstance(value, list) else [value]))
     known = known_settings(parser)
-    for value in flag_values(argv, "--config"):  # read here with limits, and checked, before jsonargparse
-        source = value if isinstance(value, str) and Path(value).is_file() else "--config"
-        settings = read_yaml_file(value) if source != "--config" else value
-        check_class_paths(settings, source, allowed)
-        unknown = unknown_settings(settings, known) if isinstance(settings, dict) else []
-        if unknown:
-            raise ConfigError(f"{source}: not settings of train.py: {', '.join(unknown)}.")
+    # Every settings file and inline value is read here, with limits, and checked before jsonargparse sees it (it
+    # would import a class_path's module to check its type): --config, and a group given whole (--trainer FILE).
+    for flag in ("--config", *(f"--{group}" for group in SETTING_GROUPS)):
+        for value in flag_values(argv, flag):
+            source = value if isinstance(value, str) and Path(value).is_file() else flag
+            settings = read_yaml_file(value) if source != flag else value
+            if flag != "--config":
+                settings = {flag[2:]: settings}
+            check_class_paths(settings, source, allowed)
+            check_built_only(settings, source)
+            check_no_file_references(settings, source)
+            unknown = unknown_settings(settings, known) if isinstance(settings, dict) else []
+            if unknown:
+                raise ConfigError(f"{source}: not settings of train.py: {', '.join(unknown)}.")
     try:
         parser.parse_args(argv)  # validates every value, and handles --help / --print_config
     except ArgumentError as exc:
@@ -250,7 +260,23 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=30, help="seconds a request may wait before a 504")
     parser.add_argument("--max_upload_mb", type=float, default=10, help="larger requests get a 413")
-    parser.add_argument("--api_key", type=str | None, default=None, help="require this X-API-Key header")
+    parser.add_argument(
+        "--api_key",
+        type=str | None,
+        default=None,
+        help="require this X-API-Key header on every route but the page (a flag shows in ps: prefer "
+        "--api_key_file or $CATDOG_API_KEY)",
+    )
+    parser.add_argument(
+        "--api_key_file", type=str | None, default=None, help="read the key from this file's first line"
+    )
+    parser.add_argument("--max_photos", type=int, default=64, help="photos one request may hold (more: a 413)")
+    parser.add_argument(
+        "--max_pixels",
+        type=int,
+        default=40_000_000,
+        help="pixels one photo may have, read from its header before decoding (more: a 422)",
+    )
     _backend_flag(parser)
     return run_tool(serve_command, parser, argv)
 

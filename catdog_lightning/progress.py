@@ -9,6 +9,7 @@ with the count, the rate and the time left, so a reader of the log knows the run
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 from tqdm import tqdm
@@ -30,13 +31,34 @@ def duration(seconds: float) -> str:
 class LogLines:
     """``update(n)`` like tqdm's, printing a line now and then (see the module's docstring)."""
 
-    def __init__(self, total: int, desc: str, unit: str = "images", stream=None, clock=time.monotonic, tenths=True):
+    def __init__(self, total: int, desc: str, unit: str = "images", stream=None, clock=time.monotonic, tenths=True,
+                 heartbeat: bool = False):  # fmt: skip
         self.total, self.desc, self.unit, self.tenths = total, desc, unit, tenths
         self.stream, self.clock = stream, clock
         self.done, self.start = 0, clock()
         self.last_line, self.next_tenth = self.start, 1
+        self.lock, self.closed, self.beating = threading.Lock(), threading.Event(), False
+        if heartbeat:
+            self.start_heartbeat()
+
+    def start_heartbeat(self) -> None:
+        """A line every half minute even while one step takes longer than that (a thread; start it after any
+        fork, e.g. of DataLoader or decode workers: a child forked while it prints would inherit a held lock)."""
+        if not self.beating:
+            self.beating = True
+            threading.Thread(target=self._beat, daemon=True, name=f"progress: {self.desc}").start()
+
+    def _beat(self) -> None:
+        while not self.closed.wait(max(0.5, EVERY_S - (self.clock() - self.last_line))):
+            with self.lock:
+                if self.clock() - self.last_line >= EVERY_S and not self.closed.is_set():
+                    self._write(self.clock())
 
     def update(self, n: int = 1) -> None:
+        with self.lock:
+            self._update(n)
+
+    def _update(self, n: int) -> None:
         self.done += n
         now = self.clock()
         tenth = self.tenths and self.total and self.done * 10 >= self.next_tenth * self.total
@@ -58,6 +80,7 @@ class LogLines:
 
     def close(self, final: bool = True) -> None:
         """With ``final``, one closing line when the step ran long enough to have printed any (or longer)."""
+        self.closed.set()
         now = self.clock()
         if final and now - self.start >= TENTH_GAP_S:
             unit = f" {self.unit}" if self.total else ""
@@ -70,10 +93,11 @@ class LogLines:
         self.close(final=exc[0] is None)
 
 
-def progress(total: int, desc: str, unit: str = "images", disable: bool = False):
-    """tqdm's bar on a terminal, :class:`LogLines` elsewhere; nothing at all with ``disable`` (a small step)."""
+def progress(total: int, desc: str, unit: str = "images", disable: bool = False, heartbeat: bool = True):
+    """tqdm's bar on a terminal, :class:`LogLines` elsewhere; nothing at all with ``disable`` (a small step).
+    ``heartbeat`` False: no half-minute thread (a caller that forks workers while it runs)."""
     if disable:
         return tqdm(total=total, disable=True)
     if sys.stderr.isatty():
         return tqdm(total=total, desc=desc, unit=unit)
-    return LogLines(total, desc, unit)
+    return LogLines(total, desc, unit, heartbeat=heartbeat)

@@ -128,6 +128,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         key = flags[flags.index("--api_key") + 1] if "--api_key" in flags else None
+        if "--api_key_file" in flags:
+            key = Path(flags[flags.index("--api_key_file") + 1]).read_text().splitlines()[0].strip()
         self.headers = {"X-API-Key": key} if key else {}
         args = [sys.executable, str(ROOT / "scripts" / "serve.py"), "--ckpt_path", ckpt, "--port", str(self.port),
                 *flags]  # fmt: skip

@@ -63,3 +63,20 @@ def test_the_lines_come_from_one_module():
     for path in ("data/decode.py", "models/features.py"):
         source = (ROOT / "catdog_lightning" / path).read_text()
         assert "from ..progress import progress" in source and "tqdm" not in source
+
+
+def test_the_heartbeat_speaks_while_one_step_runs_long_and_stops_when_closed(monkeypatch):
+    import time
+
+    from catdog_lightning import progress
+
+    monkeypatch.setattr(progress, "EVERY_S", 0.2)
+    out = io.StringIO()
+    lines = LogLines(10, "backbone features", stream=out, heartbeat=True)
+    lines.update(1)
+    time.sleep(1.3)  # one step that takes long: no update comes, the heartbeat speaks anyway
+    lines.close(final=False)
+    said = out.getvalue().splitlines()
+    assert len(said) >= 2 and all(line.startswith("backbone features: 1/10 images (10%)") for line in said)
+    time.sleep(0.5)
+    assert out.getvalue().splitlines() == said  # closed: silent

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..errors import ConfigError, DataError
+from ..storage.checkpoints import MAX_IMAGE_SIZE
 from .augment import flip_and_crop
 from .cache import DecodedImages, default_cache_dir, load_or_decode
 from .datasets import DecodedImageDataset, FeatureDataset
@@ -26,7 +27,6 @@ from .split import stratified_split
 from .synthetic import DEFAULT_BUILTIN_DIR, ensure_builtin_dataset
 
 MAX_BATCH_SIZE = 65_536
-MAX_IMAGE_SIZE = 1024  # 1,000 photos at 1024 px are 3 GB decoded
 
 
 def _class_counts(labels: torch.Tensor) -> str:

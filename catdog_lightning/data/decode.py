@@ -52,14 +52,21 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(source: str | os.PathLike | bytes, size: int, draft: bool = True) -> np.ndarray:
+class TooManyPixels(ValueError):
+    """A photo whose header gives more pixels than the caller allows (read before any pixel is decoded)."""
+
+
+def decode_image(
+    source: str | os.PathLike | bytes, size: int, draft: bool = True, max_pixels: int | None = None
+) -> np.ndarray:
     """Read one image (a file, or its bytes) as a ``size x size x 3`` uint8 RGB array.
 
     ``draft`` lets libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale (never below ``size``) before the
     final resize: several times faster on photos, with no loss at the small sizes we train at.
     Only the formats we read are tried (:data:`FORMATS`): never one whose decoder starts another program
     (Pillow hands EPS to Ghostscript). Raises on anything unreadable, including images over PIL's
-    decompression-bomb limit, which is checked from the header before any pixel is decoded.
+    decompression-bomb limit, which is checked from the header before any pixel is decoded; ``max_pixels``
+    sets a lower limit of the caller's (:class:`TooManyPixels`), checked the same way.
     """
     if isinstance(source, bytes):
         source = io.BytesIO(source)
@@ -68,6 +75,8 @@ def decode_image(source: str | os.PathLike | bytes, size: int, draft: bool = Tru
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(source, formats=FORMATS) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise TooManyPixels(f"{img.width}x{img.height} pixels, over the {max_pixels:,} a photo may have")
             if draft:
                 img.draft("RGB", (size, size))
             img = ImageOps.exif_transpose(img)
@@ -118,7 +127,8 @@ def decode_many(
     """
     workers = available_cores() if workers is None else workers
     chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
-    bar = progress(len(paths), desc, disable=len(paths) < PROGRESS_BAR_FROM)
+    # No heartbeat thread: the decode pool forks while this runs (and a chunk of photos is well under 30 s).
+    bar = progress(len(paths), desc, disable=len(paths) < PROGRESS_BAR_FROM, heartbeat=False)
     # Each chunk's pictures go straight into their rows: the decoded set is held once, not twice.
     images = np.empty((len(paths), 3, size, size), dtype=np.uint8)
     ok = np.zeros(len(paths), dtype=bool)

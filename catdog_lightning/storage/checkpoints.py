@@ -24,6 +24,20 @@ def saved_data_settings(saved: dict) -> dict:
     return {k: v for k, v in saved.get("datamodule_hyper_parameters", {}).items() if k != "cache_dir"}
 
 
+MAX_IMAGE_SIZE = 1024  # px; 1,000 photos at 1024 px are 3 GB decoded. Data and checkpoints alike.
+
+
+def check_saved_image_size(saved: dict, ckpt_path: str | os.PathLike) -> int:
+    """A (read) checkpoint's image size, refused in one line when no model is trained at it."""
+    size = saved.get("hyper_parameters", {}).get("image_size") if isinstance(saved, dict) else None
+    if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= MAX_IMAGE_SIZE:
+        raise ConfigError(
+            f"--ckpt_path {ckpt_path}: its image size {size!r} is not one a model is trained at (8 to "
+            f"{MAX_IMAGE_SIZE} px); the checkpoint is damaged or hand-made."
+        )
+    return size
+
+
 def check_image_size(data_size: int | None, saved: dict, source: str = "--ckpt_path") -> None:
     """Data settings and a checkpoint's model agree on the image size (a damaged or hand-made file may not)."""
     model_size = saved.get("hyper_parameters", {}).get("image_size")

@@ -211,6 +211,12 @@ def claim(run: RunDirectory, new: bool, auto_name: bool) -> tuple[RunDirectory, 
             break
         except FileExistsError:  # another run took this version_N a moment ago
             run = RunDirectory.next_version(run.logs_dir)
+    linked = sorted(entry.name for entry in run.path.iterdir() if entry.is_symlink())
+    if linked:  # a run writes into its own folders only: a link would carry checkpoints or logs elsewhere
+        raise ConfigError(
+            f"{run.path / linked[0]}: a symbolic link inside a run folder; a run writes only into folders of its "
+            "own: remove the link (move what it points to into the run, if it is the run's)."
+        )
     lock = RunLock(run)
     lock.acquire()
     if new and run.last_ckpt.exists():

@@ -144,4 +144,7 @@ def report(study, name: str, objective: str, space: dict, base_argv: list[str], 
 def raise_no_result(name: str) -> None:
     from ..errors import UserError
 
-    raise UserError(f"study {name} has no completed trial yet; run sweep.py again with --study_name {name}.")
+    raise UserError(
+        f"study {name} has no completed trial: each was refused or pruned (see the lines above); check the flags "
+        f"every trial gets and the search file's ranges, or run sweep.py again with --study_name {name}."
+    )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..storage.yaml_files import read_yaml_file
+from ..training.settings import check_class_paths
 
 OBJECTIVES = {"val/acc": "maximize", "val/loss": "minimize"}
 RANGE_KEYS = {"low", "high", "log", "step"}
@@ -26,10 +27,16 @@ RANGE_KEYS = {"low", "high", "log", "step"}
 PRUNING = {"warmup_epochs": 3, "startup_trials": 3}
 
 
-def read_search_space(path: str | Path, parse) -> tuple[str, dict, dict]:
+# Flags a search file may not set: what lets code in (allow_modules), names other files, or is the sweep's own.
+NOT_SEARCHED = ("allow_modules", "config", "data", "model", "trainer", "run_name", "logs_dir", "ckpt_path", "best_by")
+
+
+def read_search_space(path: str | Path, parse, allowed: tuple[str, ...] = ()) -> tuple[str, dict, dict]:
     """``(objective, parameters, pruning)`` from the file at ``path``; ``parse(argv)`` is train.py's flag parser,
-    used to check each flag with a value from its range."""
+    used to check each flag with a value from its range. A class it names must come from an allowed module
+    (``allowed``: the command line's --allow_modules), checked before anything is imported."""
     spec = read_yaml_file(path)
+    check_class_paths(spec, f"--search {path}", allowed)
     if not isinstance(spec, dict) or not isinstance(spec.get("parameters"), dict) or not spec["parameters"]:
         raise ConfigError(f"--search {path}: give a mapping with 'parameters:' (flag: range or choices).")
     unknown = set(spec) - {"objective", "parameters", "pruning"}
@@ -43,11 +50,14 @@ def read_search_space(path: str | Path, parse) -> tuple[str, dict, dict]:
     if objective not in OBJECTIVES:
         raise ConfigError(f"--search {path}: objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}.")
     parameters = {}
+    for flag in spec["parameters"]:
+        if str(flag) in NOT_SEARCHED:
+            raise ConfigError(f"--search {path}: {flag} is not searched; give it on the command line, if at all.")
     for flag, value in spec["parameters"].items():
         parameters[flag] = _parameter(path, str(flag), value)
         for example in _examples(parameters[flag]):
             try:
-                parse([f"--{flag}", json.dumps(example)])
+                parse(as_flags({flag: example}))
             except Exception as exc:  # noqa: BLE001 (jsonargparse's or our own refusal, said in one line below)
                 reason = " ".join(str(exc).split())[:200]
                 raise ConfigError(f"--search {path}: {flag} = {example!r}: not a train.py setting ({reason})") from None
@@ -69,6 +79,12 @@ def _parameter(path, flag: str, value) -> dict:
         raise ConfigError(f"{where}: an empty range (low {low} is not below high {high}).")
     if value.get("log") and low <= 0:
         raise ConfigError(f"{where}: a log range needs low above 0, got {low}.")
+    step = value.get("step")
+    if step is not None:  # Optuna's own rules, checked before the first trial rather than inside it
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0:
+            raise ConfigError(f"{where}: step must be a number above 0, got {step!r}.")
+        if value.get("log"):
+            raise ConfigError(f"{where}: give log or step, not both (Optuna samples a log range without steps).")
     integer = all(isinstance(v, int) for v in (low, high, value.get("step", 1)))
     return {"low": low, "high": high, "log": bool(value.get("log", False)), "step": value.get("step"), "int": integer}
 
@@ -106,7 +122,8 @@ def suggest(trial, parameters: dict) -> dict:
 
 
 def as_flags(values: dict) -> list[str]:
-    return [token for flag, value in values.items() for token in (f"--{flag}", json.dumps(value))]
+    """Command-line tokens: text as it is (``adam``, not ``"adam"``), everything else as JSON."""
+    return [token for flag, v in values.items() for token in (f"--{flag}", v if isinstance(v, str) else json.dumps(v))]
 
 
 def nested(values: dict) -> dict:

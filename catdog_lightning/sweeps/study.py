@@ -15,6 +15,7 @@ import hashlib
 import json
 import time
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 
 from ..errors import ConfigError, Interrupted, UserError
@@ -38,10 +39,43 @@ def _retry_callback():
     return callback(max_retry=RETRIES, inherit_intermediate_values=True)
 
 
+OPTUNA_TABLES = {"studies", "trials", "version_info", "alembic_version"}
+
+
+def check_sqlite_file(path: Path, url: str) -> None:
+    """A SQLite file that holds tables, none of them Optuna's, is someone else's database: refused before
+    Optuna adds its tables to it."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error as exc:
+        raise ConfigError(f"--storage {url}: not a SQLite database ({exc}); give another file.") from None
+    if tables and not tables & OPTUNA_TABLES:
+        shown = ", ".join(sorted(tables)[:5])
+        raise ConfigError(f"--storage {url}: a database of something else (tables {shown}); give another file.")
+
+
 def open_storage(url: str, heartbeat_s: int):
     """Optuna's RDB storage with a heartbeat: a trial whose worker stops beating for 2 heartbeats is failed
-    and queued again. One line when the URL cannot be opened."""
+    and queued again; or, for ``journal:///path``, its journal file (for a shared disk without a database:
+    no heartbeat there, so a killed worker's trial stays RUNNING). One line when the URL cannot be opened."""
     import optuna
+
+    if url.startswith("journal:///"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path("/" + url.removeprefix("journal:///").lstrip("/"))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise ConfigError(f"--storage {url}: cannot be opened ({exc.strerror or exc}).") from None
+    if url.startswith("sqlite:///"):
+        check_sqlite_file(Path(url.removeprefix("sqlite:///")), url)
 
     callback_arg = (
         "heartbeat_stale_trial_callback"
@@ -109,15 +143,20 @@ def make_objective(study_name: str, objective: str, space: dict, argv: list[str]
         run = RunDirectory(Path(logs_dir), Path(run_dir).name if run_dir else f"{study_name}-trial{trial.number}")
         name = run.name
         resume = ["--ckpt_path", "last"] if run.last_ckpt.is_file() else []
-        config = parse([*argv, *as_flags(values), "--run_name", name, "--logs_dir", logs_dir,
-                        "--best_by", objective, *resume])  # fmt: skip
         trial.set_user_attr("run_dir", str(run.path))
         started = time.perf_counter()
         try:
+            config = parse([*argv, *as_flags(values), "--run_name", name, "--logs_dir", logs_dir,
+                            "--best_by", objective, *resume])  # fmt: skip
             metrics = train(config, callbacks=[PyTorchLightningPruningCallback(trial, monitor=objective)])
         except Interrupted:  # Ctrl-C or SIGTERM: queued again, so continuing the study resumes this run
             trial.study.enqueue_trial(trial.params, user_attrs={"run_dir": str(run.path)}, skip_if_exists=False)
             raise
+        except (UserError, ArgumentError) as exc:  # values train.py refuses: this trial fails, and counts as done
+            reason = " ".join(str(exc).split())[:300]
+            trial.set_user_attr(REFUSED, reason)
+            print(f"trial {trial.number} refused ({', '.join(f'{k}={v}' for k, v in values.items())}): {reason}")
+            return float("nan")  # Optuna marks it failed in one line, without a traceback
         trial.set_user_attr("fit_seconds", time.perf_counter() - started)
         trial.set_user_attr("test_acc", metrics["test/acc"])
         return scored(metrics, objective, config)
@@ -139,6 +178,32 @@ def scored(metrics: dict, objective: str, config: dict) -> float:
     return evaluate_checkpoint(metrics["tested_checkpoint"], cache, evaluating, stage="validate")[objective]
 
 
+REFUSED = "refused"  # the user attribute of a trial whose values train.py refused, with the reason
+
+
+def done_trials(study) -> list:
+    """Finished trials (complete, pruned) and those refused as bad settings: what --n_trials counts. A trial
+    failed because its worker died is not done: its retry is."""
+    import optuna
+
+    states = optuna.trial.TrialState
+
+    def done(t) -> bool:
+        return t.state in (states.COMPLETE, states.PRUNED) or (t.state == states.FAIL and REFUSED in t.user_attrs)
+
+    return [t for t in study.get_trials(deepcopy=False) if done(t)]
+
+
+def stop_at(n_trials: int):
+    """Optuna's MaxTrialsCallback, counting :func:`done_trials` across every worker of the study."""
+
+    def callback(study, trial) -> None:
+        if len(done_trials(study)) >= n_trials:
+            study.stop()
+
+    return callback
+
+
 def run_sweep(args: dict, argv: list[str], parse) -> dict:
     """The body of scripts/sweep.py: check everything, open the study, run trials until the study holds
     ``n_trials`` finished ones (all workers together), then report."""
@@ -155,7 +220,8 @@ def run_sweep(args: dict, argv: list[str], parse) -> dict:
         raise ConfigError(f"--n_trials must be at least 1, got {args['n_trials']}.")
     if args["heartbeat_s"] < 1:
         raise ConfigError(f"--heartbeat_s must be at least 1, got {args['heartbeat_s']}.")
-    objective, space, pruning = read_search_space(args["search"], parse)
+    allowed = tuple(parse(base_flags(argv)).get("allow_modules") or ())  # from the command line alone
+    objective, space, pruning = read_search_space(args["search"], parse, allowed)
     name = check_run_name(args.get("study_name") or Path(args["search"]).stem)
     base = base_flags(argv)
     parse(base)  # the flags every trial shares, checked once before any trial
@@ -163,12 +229,10 @@ def run_sweep(args: dict, argv: list[str], parse) -> dict:
     storage = open_storage(storage_url(args), args["heartbeat_s"])
     study = open_study(storage, name, objective, space, pruning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    if len(study.get_trials(deepcopy=False, states=finished)) < args["n_trials"]:
+    if len(done_trials(study)) < args["n_trials"]:
         study.optimize(
             make_objective(name, objective, space, base, logs_dir, parse, train),
-            callbacks=[optuna.study.MaxTrialsCallback(args["n_trials"], states=finished)],
-            catch=(UserError,),  # a trial whose values train() refuses fails alone; the sweep goes on
+            callbacks=[stop_at(args["n_trials"])],
             gc_after_trial=True,
         )
     return report(study, name, objective, space, base, logs_dir, parse)

@@ -74,15 +74,24 @@ class LogFileProgressBar(TQDMProgressBar):
         super().on_train_epoch_start(trainer, *args)
         if not self.is_disabled:
             total = self.total_train_batches if isinstance(self.total_train_batches, int) else 0
+            if self.lines is not None:
+                self.lines.close(final=False)
             self.lines = LogLines(total, f"Epoch {trainer.current_epoch}", "batches", tenths=False)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if self.lines is not None:
             self.lines.update(1)
+            self.lines.start_heartbeat()  # after the first batch: the DataLoader's workers are forked by then
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._finish_line(trainer, pl_module)
+        if self.lines is not None:
+            self.lines.close(final=False)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if self.lines is not None:  # a stopped or failed run: no half-minute lines after it
+            self.lines.close(final=False)
 
     def get_metrics(self, trainer, pl_module) -> dict:
         metrics = super().get_metrics(trainer, pl_module)

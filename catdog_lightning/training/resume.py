@@ -71,6 +71,8 @@ def _resolve_resume(config: dict, logs_dir: Path, allowed: tuple[str, ...]) -> t
     if run is not None and run.config_file.is_file():
         base = read_saved_config(run, allowed)
         _check_against_checkpoint(base, saved, run.config_file, ckpt)
+        # Where the decode cache goes is the command line's (or the default): a run folder's file never moves it.
+        base["data"] = {k: v for k, v in (base.get("data") or {}).items() if k != "cache_dir"}
     else:  # a checkpoint from elsewhere: its own hyperparameters say what it is (not where its cache was)
         base = {"model": dict(saved["hyper_parameters"]), "data": saved_data_settings(saved)}
         run = run or RunDirectory.next_version(logs_dir)

@@ -217,6 +217,33 @@ def check_class_paths(settings: object, source: str, allowed: tuple[str, ...] = 
             )
 
 
+SETTING_GROUPS = ("data", "model", "trainer")
+
+
+def check_built_only(settings: object, source: str) -> None:
+    """Only trainer.callbacks and trainer.logger build classes from settings (a profiler, a plugin or a strategy
+    named by class_path would reach Lightning as a mapping it cannot use)."""
+    for key, path in class_paths(settings):
+        if not key.startswith(tuple(f"trainer.{name}" for name in BUILT)):
+            raise ConfigError(
+                f"{source}: {key} names a class ({path}); only trainer.callbacks and trainer.logger name classes "
+                "here: give that setting by its plain value (e.g. --trainer.profiler simple)."
+            )
+
+
+def check_no_file_references(settings: object, source: str) -> None:
+    """A group inside a settings file is its settings, never the name of another file (``trainer: other.yaml``):
+    jsonargparse would read that one without our limits or checks."""
+    if not isinstance(settings, dict):
+        return
+    for group in SETTING_GROUPS:
+        if group in settings and not isinstance(settings[group], dict | None):
+            raise ConfigError(
+                f"{source}: {group} must hold its settings (a mapping), not {settings[group]!r}; a settings file "
+                "names no other file: give that file with --config on the command line."
+            )
+
+
 def check_settings_file(settings: dict, source: str, allowed: tuple[str, ...] = ()) -> None:
     """A run's saved settings checked like flags: known keys only, allowed classes only, values of the right
     type and range (one :class:`ConfigError` naming ``source`` and the key)."""
@@ -224,6 +251,8 @@ def check_settings_file(settings: dict, source: str, allowed: tuple[str, ...] = 
     if unknown:
         raise ConfigError(f"{source}: {unknown[0]} is not a setting a run records; remove it from the file.")
     check_class_paths(settings, source, allowed)
+    check_built_only(settings, source)
+    check_no_file_references(settings, source)
     # The classes are built, and checked again, by the Trainer's setup (training/trainer.py: instantiate).
     plain = dict(settings)
     if isinstance(plain.get("trainer"), dict):

@@ -113,8 +113,14 @@ def inside_the_run(logger: type, init_args: dict, run: RunDirectory) -> dict:
     placed = dict(init_args)
     if "save_dir" in accepted:
         name = logger.__name__.lower().removesuffix("logger") or "logs"
-        save_dir = Path(placed.get("save_dir") or name).expanduser()
-        placed["save_dir"] = str(save_dir if save_dir.is_absolute() else run.path / save_dir)
+        save_dir = Path(placed.get("save_dir") or name)
+        inside = (run.path / save_dir).resolve()
+        if save_dir.is_absolute() or not inside.is_relative_to(run.path.resolve()) or inside == run.path.resolve():
+            raise ConfigError(
+                f"--trainer.logger {logger.__name__} save_dir {save_dir}: an extra logger writes in a folder of its "
+                f"own inside the run, e.g. save_dir: {name}; not elsewhere."
+            )
+        placed["save_dir"] = str(run.path / save_dir)
         for key in ("name", "version"):
             if key in accepted and placed.get(key) is None:
                 placed[key] = ""
@@ -150,6 +156,11 @@ def instantiate(specs, flag: str, kind: type, allowed: tuple[str, ...] = (), pla
             raise ConfigError(f"{flag}: cannot import {path}; give the full import path, e.g. mypackage.MyCallback.")
         if not (isinstance(found, type) and issubclass(found, kind)):
             raise ConfigError(f"{flag}: {path} is not a Lightning {kind.__name__}; nothing was run.")
+        if issubclass(found, ModelCheckpoint):
+            raise ConfigError(
+                f"{flag}: {path}: a run keeps its own checkpoints (checkpoints/best.ckpt and last.ckpt); choose what "
+                "best means with --best_by, and save mid-epoch with --checkpoint_every_n_steps."
+            )
         init_args = dict(spec.get("init_args") or {})
         init_args = place(found, init_args) if place else init_args
         try:

@@ -255,3 +255,24 @@ def test_small_tool_behaviours(trained, tiny_dataset, tmp_path, capsys):
     for _ in range(2):
         assert evaluate_main(["--ckpt_path", str(ckpt), "--report", str(report)]) == 0
     assert "replaced the previous report" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("size", [-64, 100_000, "64"])
+def test_a_checkpoint_claiming_an_impossible_image_size_is_one_line_everywhere(trained, tmp_path, capsys, size):
+    ckpt, _, _ = trained
+    saved = torch.load(ckpt, weights_only=True)
+    saved["hyper_parameters"]["image_size"] = size
+    bad = tmp_path / "bad.ckpt"
+    torch.save(saved, bad)
+    photo = write_image(tmp_path / "p.jpg")
+    calls = [
+        (predict_main, [str(photo), "--ckpt_path", str(bad)]),
+        (export_main, ["--ckpt_path", str(bad), "--format", "onnx", "--output", str(tmp_path / "m.onnx")]),
+    ]
+    from catdog_lightning.cli import serve_main
+
+    calls.append((serve_main, ["--ckpt_path", str(bad)]))
+    for main, argv in calls:
+        assert main(argv) == 2, main
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "its image size" in err and "damaged or hand-made" in err and "Traceback" not in err, err

@@ -99,5 +99,29 @@ def test_benchmark_refuses_unknown_parts_and_accelerators(capsys):
     assert benchmark_main(["--parts", "[mlp,gpus]"]) == 2
     assert benchmark_main(["--accelerator", "tpu"]) == 2
     err = capsys.readouterr().err
-    assert "--parts takes some of mlp, cnn, threads, backbones; gpus is not one." in err
+    assert "--parts takes some of mlp, cnn, threads, backbones, inference; gpus is not one." in err
     assert "--accelerator must be cpu" in err
+
+
+def test_the_inference_table_times_every_backend_side_by_side_and_scores_them(tiny_config):
+    pytest.importorskip("onnxruntime")
+    from catdog_lightning.hardware import fast_bf16
+    from catdog_lightning.lab.benchmark.inference import format_inference, run_inference_benchmark
+    from catdog_lightning.training import train
+    from catdog_lightning.training.resume import merge
+
+    overrides = {
+        "trainer": {"max_epochs": 2},
+        "data": {"image_size": 32},
+        "model": {"arch": "cnn", "channels": [8, 16]},
+    }
+    ckpt = train(merge(tiny_config, overrides))["best_checkpoint"]
+    result = run_inference_benchmark(ckpt, rounds=1)
+    settings = {r["setting"] for r in result["rows"]}
+    expected = {"torch eager fp32", "torch channels_last fp32", "ONNX Runtime fp32", "ONNX Runtime INT8"}
+    assert settings == expected | ({"torch channels_last bf16"} if fast_bf16("cpu") else set())
+    assert {r["batch"] for r in result["rows"]} == {1, 32} and all(r["images_s"] > 0 for r in result["rows"])
+    assert result["gflop_per_image"] > 0 and result["rooflines"]["fp32"] > 0
+    assert result["agreement"]["torch eager fp32"] == 1.0 and result["agreement"]["ONNX Runtime fp32"] == 1.0
+    table = format_inference(result)
+    assert "ONNX Runtime INT8" in table and "roofline" in table and "agreement" in table

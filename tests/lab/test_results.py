@@ -96,3 +96,16 @@ def test_a_stored_run_of_a_config_row_is_stale_once_the_file_holds_another_recip
     assert rows.current_runs(store, row).keys() == {"0"}
     recipe.write_text("trainer:\n  max_epochs: 32\n")  # same command line, another recipe
     assert rows.current_runs(store, row) == {}
+
+
+def test_a_stored_run_is_current_only_where_auto_computes_what_it_measured(monkeypatch):
+    from catdog_lightning import hardware
+    from catdog_lightning.lab.rows import as_computed_here
+
+    recipe = {"trainer": {"precision": "auto"}, "model": {"feature_precision": "auto", "lr": 0.1}}
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda cpuinfo="/proc/cpuinfo": True)
+    fast = as_computed_here(recipe)
+    assert fast == {"trainer": {"precision": "bf16-mixed"}, "model": {"feature_precision": "bf16", "lr": 0.1}}
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda cpuinfo="/proc/cpuinfo": False)
+    assert as_computed_here(recipe)["trainer"]["precision"] == "32-true"
+    assert recipe["trainer"]["precision"] == "auto"  # the recipe itself is left as it was

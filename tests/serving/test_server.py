@@ -163,18 +163,29 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
-def test_the_api_key_guards_every_route_but_the_page(trained):
-    guarded = Server(trained[0]["best_checkpoint"], "--api_key", "s3cret")
+def test_the_api_key_guards_every_route_but_the_page(trained, tmp_path, monkeypatch):
+    """The key from a file (a flag would show in ps), compared whole; the API's docs need it too (they are off)."""
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret\n")
+    guarded = Server(trained[0]["best_checkpoint"], "--api_key_file", str(key_file))
     try:
         photo = trained[1][0]
         files = {"image": (photo.name, photo.read_bytes(), "image/jpeg")}
         assert post(guarded, files=files).status_code == 401
-        assert post(guarded, files=files, headers={"X-API-Key": "wrong"}).status_code == 401
+        for wrong in ("wrong", "s3cre", "s3cret!"):
+            assert post(guarded, files=files, headers={"X-API-Key": wrong}).status_code == 401
         assert post(guarded, files=files, headers={"X-API-Key": "s3cret"}).status_code == 200
         assert httpx.get(f"{guarded.url}/info").status_code == 401
+        for route in ("/docs", "/redoc", "/openapi.json"):
+            assert httpx.get(f"{guarded.url}{route}").status_code in (401, 404), route
         assert httpx.get(f"{guarded.url}/").status_code == 200
+        assert b"s3cret" not in cmdline(guarded.proc.pid)
     finally:
         guarded.stop()
+    from catdog_lightning.serving.server import api_key
+
+    monkeypatch.setenv("CATDOG_API_KEY", "from-the-environment")
+    assert api_key({}) == "from-the-environment" and api_key({"api_key": "flag"}) == "flag"
 
 
 @pytest.mark.parametrize(("backend", "tolerance"), [("onnx", 1e-4), ("int8", 0.1)])
@@ -205,3 +216,112 @@ def test_bad_serve_flags_are_one_line_exit_2(trained, argv, says, capsys):
     assert serve_main(["--ckpt_path", trained[0]["best_checkpoint"], *argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and says in err
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_whole_server_and_frees_its_port(trained, sig, code):
+    """SIGTERM to the main process alone (kill, systemd, Docker); SIGINT to the group (Ctrl-C in a terminal)."""
+    running = Server(trained[0]["best_checkpoint"])
+    tree = children(running.proc.pid)
+    assert len(tree) >= 2  # the HTTP server and the inference worker
+    if sig == signal.SIGTERM:
+        os.kill(running.proc.pid, sig)
+    else:
+        os.killpg(running.proc.pid, sig)
+    try:
+        assert running.proc.wait(timeout=30) == code
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (any(alive(p) for p in tree) or not port_free(running.port)):
+            time.sleep(0.2)
+        assert not [p for p in tree if alive(p)] and port_free(running.port)
+        log = running.output()
+        assert f"stopped by {sig.name}: every worker ended, port {running.port} free." in log
+        assert "Traceback" not in log, log
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--api_key", ""], "--api_key is empty"),
+        (["--api_key", "  "], "--api_key is empty"),
+        (["--max_photos", "0"], "--max_photos must be between 1 and 10000"),
+    ],
+)
+def test_an_empty_key_is_refused_not_taken_as_none(trained, argv, says, capsys):
+    assert serve_main(["--ckpt_path", trained[0]["best_checkpoint"], *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err
+
+
+def test_info_shows_no_path_of_the_servers_disk(server, trained):
+    info = httpx.get(f"{server.url}/info").text
+    assert str(Path(trained[0]["best_checkpoint"]).parent) not in info and 'checkpoint"' not in info
+
+
+def big_png(side: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (side, side), 128).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_wrapped_base64_is_read_and_errors_say_no_python_reprs(server, trained):
+    photo = trained[1][0]
+    encoded = base64.b64encode(photo.read_bytes()).decode()
+    wrapped = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) + "\n"  # what `base64` prints
+    answer = post(server, json={"image": wrapped})
+    assert answer.status_code == 200 and abs(answer.json()["p_cat"] - trained[2][photo.name]) < 1e-5
+    garbage = post(server, files={"image": ("x.jpg", b"\x00" * 64, "image/jpeg")})
+    assert garbage.status_code == 400 and " at 0x" not in garbage.text and "BytesIO" not in garbage.text
+    number = post(server, json={"image": 12})
+    assert number.status_code == 400 and "base64 text" in number.json()["error"]
+
+
+def test_malformed_bodies_too_many_photos_and_pixels_are_one_line_4xx_and_no_traceback(trained):
+    photo = trained[1][0].read_bytes()
+    checked = Server(trained[0]["best_checkpoint"], "--max_photos", "2", "--max_pixels", "1000000")
+    url = f"{checked.url}/predict"
+    try:
+        three = [("image", ("p.jpg", photo, "image/jpeg"))] * 3
+        for answer in (httpx.post(url, files=three, timeout=60), httpx.post(url, json={"image": ["aGk="] * 3})):
+            assert answer.status_code == 413 and "--max_photos" in answer.json()["error"]
+        wide = httpx.post(url, files={"image": ("wide.png", big_png(1500), "image/png")}, timeout=60)
+        assert wide.status_code == 422 and "1500x1500 pixels" in wide.json()["error"] and "--max_pixels" in wide.text
+        assert httpx.post(url, files=three[:2], timeout=60).status_code == 200  # at the limits: answered
+        cases = [
+            ({"content": photo, "headers": {"Content-Type": "application/octet-stream"}}, 415),
+            ({"content": photo, "headers": {"Content-Type": "image/jpeg"}}, 415),
+            ({"content": photo}, 415),  # no Content-Type at all
+            ({"content": b"--nope\r\n\r\n", "headers": {"Content-Type": "multipart/form-data; boundary=XYZ"}}, 400),
+            ({"content": b'{"image": ', "headers": {"Content-Type": "application/json"}}, 400),
+            ({"content": b"[" * 100_000 + b"]" * 100_000, "headers": {"Content-Type": "application/json"}}, 400),
+            ({"files": [("image", ("a.jpg", b"x", "image/jpeg"))] * 1001}, 413),
+        ]
+        for kwargs, status in cases:
+            answer = httpx.post(url, timeout=60, **kwargs)
+            assert answer.status_code == status, (kwargs.get("headers"), answer.text)
+            assert answer.json()["error"].count("\n") == 0
+        assert httpx.post(url, files={"image": ("p.jpg", photo, "image/jpeg")}, timeout=60).status_code == 200
+        log = checked.output()
+    finally:
+        checked.stop()
+    assert "Traceback" not in log and "Internal server error" not in log, log

@@ -205,3 +205,61 @@ def test_the_shipped_search_spaces_read_and_check_against_train_py_s_flags():
     for path in sorted((ROOT / "configs" / "search").glob("*.yaml")):
         objective, space, pruning = read_search_space(path, parse_flags)
         assert objective == "val/acc" and space and set(pruning) <= {"warmup_epochs", "startup_trials"}
+
+
+def test_a_sweep_on_optunas_journal_file_as_docs_sweeps_md_offers(sweep_files, tmp_path, capsys):
+    search, flags, logs = sweep_files
+    journal = tmp_path / "shared" / "sweep.log"
+    assert sweep_main([*sweep_args(search, logs, "--n_trials", "2", "--storage", f"journal:///{journal}"), *flags]) == 0
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    trials = optuna.load_study(study_name="tiny", storage=JournalStorage(JournalFileBackend(str(journal)))).trials
+    assert len(trials) == 2 and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    assert "journal:///" in (ROOT / "docs" / "sweeps.md").read_text()
+
+
+def test_a_foreign_sqlite_file_is_refused_untouched(sweep_files, tmp_path, capsys):
+    import sqlite3
+
+    search, flags, logs = sweep_files
+    foreign = tmp_path / "accounts.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE customers (id INTEGER)")
+    before = foreign.read_bytes()
+    assert sweep_main([*sweep_args(search, logs, "--storage", f"sqlite:///{foreign}"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a database of something else (tables customers)" in err
+    assert foreign.read_bytes() == before
+    (tmp_path / "text.db").write_text("not a database at all, just some text that is long enough")
+    assert sweep_main([*sweep_args(search, logs, "--storage", f"sqlite:///{tmp_path / 'text.db'}"), *flags]) == 2
+    assert "not a SQLite database" in capsys.readouterr().err
+
+
+def test_a_sweep_whose_every_trial_is_refused_ends_in_lines_not_tracebacks(sweep_files, tmp_path, capsys):
+    _, flags, logs = sweep_files
+    search = tmp_path / "refused.yaml"
+    search.write_text(yaml.safe_dump({"parameters": {"model.lr": [-1.0, -2.0]}}))  # a float, but not a rate
+    assert sweep_main([*sweep_args(search, logs, "--n_trials", "2"), *flags]) == 2
+    captured = capsys.readouterr()
+    refused = [line for line in captured.out.splitlines() if line.startswith("trial ") and "refused" in line]
+    assert len(refused) == 2 and all("--model.lr must be positive" in line for line in refused)
+    assert "Traceback" not in captured.out + captured.err
+    assert "no completed trial" in captured.err and captured.err.count("\n") == 1
+
+
+def test_text_choices_arrive_as_text_and_ranges_follow_optunas_rules(sweep_files, tmp_path, capsys):
+    _, flags, logs = sweep_files
+    search = tmp_path / "typed.yaml"
+    search.write_text(yaml.safe_dump({"parameters": {"model.optimizer": ["adamw"], "model.scheduler": ["cosine"]}}))
+    assert sweep_main([*sweep_args(search, logs, "--n_trials", "1"), *flags]) == 0
+    config = yaml.safe_load((logs / "typed-trial0" / "config.yaml").read_text())
+    assert (config["model"]["optimizer"], config["model"]["scheduler"]) == ("adamw", "cosine")
+    capsys.readouterr()
+    for bad, says in [({"low": 1, "high": 4, "step": 0}, "step must be a number above 0"),
+                      ({"low": 1, "high": 4, "step": -1}, "step must be a number above 0"),
+                      ({"low": 1.0e-3, "high": 1.0e-2, "log": True, "step": 1.0e-3}, "give log or step")]:  # fmt: skip
+        search.write_text(yaml.safe_dump({"parameters": {"model.lr": bad}}))
+        assert sweep_main([*sweep_args(search, logs), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err, err

@@ -167,3 +167,109 @@ def test_train_script_refuses_code_in_a_resumed_run_as_a_real_process(stopped_ru
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
     assert not mark.exists()
+
+
+@pytest.fixture
+def evil(tmp_path, monkeypatch):
+    """A module whose import would leave a mark; returns the mark's path (it must never appear)."""
+    mark = tmp_path / "ran"
+    (tmp_path / "evil_module.py").write_text(EVIL_MODULE.format(mark=str(mark)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return mark
+
+
+@pytest.mark.parametrize(
+    ("flag", "settings", "where"),
+    [
+        ("--trainer", {"callbacks": [{"class_path": "evil_module.Sneaky"}]}, "trainer.callbacks[0]"),
+        ("--trainer", {"logger": {"class_path": "evil_module.Sneaky"}}, "trainer.logger"),
+        ("--model", {"lr": {"class_path": "evil_module.Sneaky"}}, "model.lr"),
+        ("--data", {"data_dir": {"class_path": "evil_module.Sneaky"}}, "data.data_dir"),
+    ],
+)
+def test_a_group_given_as_a_file_goes_through_the_same_gate(tmp_path, evil, capsys, flag, settings, where):
+    group_file = tmp_path / "group.yaml"
+    group_file.write_text(yaml.safe_dump(settings))
+    for argv in ([flag, str(group_file)], [f"{flag}={group_file}"]):
+        one_line_exit_2(argv, capsys, str(group_file), where, "nothing was imported or run")
+    assert not evil.exists()
+
+
+def test_a_settings_file_names_no_other_file(tmp_path, evil, stopped_run, capsys):
+    inner = tmp_path / "inner.yaml"
+    inner.write_text(yaml.safe_dump({"callbacks": [{"class_path": "evil_module.Sneaky"}]}))
+    outer = tmp_path / "outer.yaml"
+    outer.write_text(yaml.safe_dump({"trainer": str(inner)}))
+    one_line_exit_2(["--config", str(outer)], capsys, str(outer), "trainer must hold its settings")
+    config_file, argv = stopped_run
+    edit(config_file, lambda saved: saved.__setitem__("trainer", str(inner)))
+    one_line_exit_2(argv, capsys, str(config_file), "trainer must hold its settings")
+    assert not evil.exists()
+
+
+def test_a_yaml_bomb_as_a_group_file_is_one_line(tmp_path, capsys):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BOMB)
+    start = time.monotonic()
+    one_line_exit_2(["--trainer", str(bomb)], capsys, "billion laughs", str(bomb))
+    assert time.monotonic() - start < 5
+
+
+def test_a_search_file_imports_nothing_and_allows_nothing(tmp_path, evil, tiny_config, capsys):
+    pytest.importorskip("optuna")
+    from catdog_lightning.cli import sweep_main
+
+    search = tmp_path / "search.yaml"
+    flags = ["--data.data_dir", tiny_config["data"]["data_dir"], "--logs_dir", str(tmp_path / "logs")]
+    cases = [
+        ({"parameters": {"trainer.callbacks": [[{"class_path": "evil_module.Sneaky"}]]}}, "evil_module.Sneaky"),
+        ({"parameters": {"allow_modules": [["evil_module"]]}}, "allow_modules is not searched"),
+        ({"parameters": {"trainer": ["other.yaml"]}}, "trainer is not searched"),
+    ]
+    for spec, says in cases:
+        search.write_text(yaml.safe_dump(spec))
+        assert sweep_main(["--search", str(search), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err, err
+    assert not evil.exists()
+
+
+@pytest.mark.parametrize("save_dir", ["/tmp/elsewhere", "../../..", "."])
+def test_a_run_folders_settings_never_move_its_logs_elsewhere(stopped_run, tmp_path, capsys, save_dir):
+    config_file, argv = stopped_run
+    spec = {"class_path": "CSVLogger", "init_args": {"save_dir": save_dir}}
+    edit(config_file, lambda saved: saved["trainer"].__setitem__("logger", spec))
+    one_line_exit_2(argv, capsys, "an extra logger writes in a folder of its own inside the run")
+    assert not Path("/tmp/elsewhere").exists()
+
+
+def test_a_symlinked_folder_inside_a_run_is_refused(stopped_run, tmp_path, capsys):
+    config_file, argv = stopped_run
+    run = config_file.parent
+    target = tmp_path / "target"
+    (run / "checkpoints").rename(target)
+    (run / "checkpoints").symlink_to(target)
+    before = (target / "last.ckpt").read_bytes()
+    one_line_exit_2(argv, capsys, "a symbolic link inside a run folder")
+    assert (target / "last.ckpt").read_bytes() == before
+
+
+def test_a_cache_dir_in_config_yaml_is_not_followed(stopped_run, tmp_path):
+    config_file, argv = stopped_run
+    elsewhere = tmp_path / "planted-cache"
+    edit(config_file, lambda saved: saved["data"].__setitem__("cache_dir", str(elsewhere)))
+    assert main(argv) == 0
+    assert not elsewhere.exists()
+
+
+def test_a_class_outside_callbacks_and_loggers_is_one_line(stopped_run, capsys):
+    config_file, argv = stopped_run
+    spec = {"class_path": "lightning.pytorch.profilers.SimpleProfiler"}
+    edit(config_file, lambda saved: saved["trainer"].__setitem__("profiler", spec))
+    one_line_exit_2(argv, capsys, str(config_file), "trainer.profiler names a class", "--trainer.profiler simple")
+
+
+def test_a_checkpoint_callback_of_ones_own_is_one_line(tiny_config, capsys):
+    flags = ["--data.data_dir", tiny_config["data"]["data_dir"], "--logs_dir", tiny_config["logs_dir"],
+             "--trainer.callbacks", "ModelCheckpoint", "--trainer.max_epochs", "1"]  # fmt: skip
+    one_line_exit_2(flags, capsys, "a run keeps its own checkpoints", "--best_by")

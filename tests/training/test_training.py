@@ -291,7 +291,7 @@ def test_learning_rate_curve_and_user_loggers_and_callbacks(tiny_config, tmp_pat
             "model": {"scheduler": "cosine", "lr": 0.01},
             "trainer": {
                 "max_epochs": 3,
-                "logger": {"class_path": "CSVLogger", "init_args": {"save_dir": str(tmp_path / "csv")}},
+                "logger": {"class_path": "CSVLogger", "init_args": {"save_dir": "csv"}},
                 "callbacks": [{"class_path": "lightning.pytorch.callbacks.Timer"}],
             },
         },
@@ -301,7 +301,7 @@ def test_learning_rate_curve_and_user_loggers_and_callbacks(tiny_config, tmp_pat
     assert lr_tags, "LearningRateMonitor is on when a schedule is set"
     rates = [e.value for e in scalars(Path(metrics["run_dir"])).Scalars(lr_tags[0])]
     assert rates[0] == pytest.approx(0.01) and rates == sorted(rates, reverse=True)  # cosine: falling
-    csv_files = list((tmp_path / "csv").rglob("metrics.csv"))
+    csv_files = list((Path(metrics["run_dir"]) / "csv").rglob("metrics.csv"))
     assert csv_files and "val/acc" in csv_files[0].read_text().splitlines()[0]
     with pytest.raises(ConfigError, match="cannot import"):
         train(merge(tiny_config, {"run_name": "x", "trainer": {"callbacks": [{"class_path": "NoSuchCallback"}]}}))
