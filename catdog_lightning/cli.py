@@ -16,14 +16,17 @@ import os
 import re
 import sys
 import threading
+import warnings
 from argparse import ArgumentError
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from jsonargparse import ArgumentParser
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from .errors import ConfigError, Interrupted, UserError
+from .errors import CatDogWarning, ConfigError, Interrupted, UserError
+from .models.nets import SHORT_NAMES, expand
 from .storage.yaml_files import load_yaml, read_yaml_file
 from .training.settings import (
     SETTING_GROUPS,
@@ -37,16 +40,21 @@ from .training.settings import (
     settings_parser,
     unknown_settings,
 )
-from .training.trainer import quiet_known_warnings
+from .training.trainer import known_warnings_quiet
 
 
 def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None = None) -> dict:
     """The flags given on the command line (and in ``--config``), validated, as a nested dict."""
     parser = parser or settings_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = expand_net_names(list(sys.argv[1:] if argv is None else argv))
     allowed = flag_values(argv, "--allow_modules")
     allowed = tuple(str(m) for value in allowed for m in (value if isinstance(value, list) else [value]))
     known = known_settings(parser)
+    for flag in ("--model.net", "--model.net.class_path"):  # a network named on the command line: the same gate
+        for value in flag_values(argv, flag):
+            check_class_paths({"model": {"net": value if isinstance(value, dict) else {"class_path": value}}}, flag,
+                              allowed)  # fmt: skip
+    net_named = any(token.split("=")[0] in ("--model.net", "--model.net.class_path") for token in argv)
     # Every settings file and inline value is read here, with limits, and checked before jsonargparse sees it (it
     # would import a class_path's module to check its type): --config, and a group given whole (--trainer FILE).
     for flag in ("--config", *(f"--{group}" for group in SETTING_GROUPS)):
@@ -57,6 +65,7 @@ def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None
                 settings = {flag[2:]: settings}
             check_class_paths(settings, source, allowed)
             check_built_only(settings, source)
+            net_named |= isinstance(settings, dict) and "net" in (settings.get("model") or {})
             check_no_file_references(settings, source)
             unknown = unknown_settings(settings, known) if isinstance(settings, dict) else []
             if unknown:
@@ -72,6 +81,9 @@ def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None
         hints = [flag + did_you_mean(flag, options) for flag in named] or [flags.group(1)]
         raise ArgumentError(None, f"unknown flag {', '.join(hints)}") from None
     given = parser.parse_args(argv, defaults=False).as_dict()
+    net = given.get("model", {}).get("net")
+    if isinstance(net, dict) and not net_named:  # only init_args given: the class is the run's (or the default)
+        net.pop("class_path", None)
     given.pop("config", None)
     given.pop("allow_modules", None)  # from the command line alone: a file never allows code for itself
     if allowed:
@@ -79,6 +91,30 @@ def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None
     if "logs_dir" not in given:
         given["logs_dir"] = parser.get_defaults().logs_dir
     return given
+
+
+def expand_net_names(argv: list[str]) -> list[str]:
+    """``--model.net cnn`` (a short name) as its class_path, and a backbone's name as its init_args.arch, so that
+    ``--model.net.init_args.*`` flags may follow it as they follow any class_path."""
+    out, tokens = [], list(argv)
+    while tokens:
+        token = tokens.pop(0)
+        name, eq, value = token.partition("=")
+        if name in ("--model.net", "--model.net.help") and not eq and tokens:
+            value = tokens.pop(0)
+        elif name not in ("--model.net", "--model.net.help") or not eq:
+            out.append(token)
+            continue
+        if value not in SHORT_NAMES:
+            out += [name, value]
+            continue
+        spec = expand(value)
+        out += [name, spec["class_path"]]
+        if name == "--model.net.help":
+            continue
+        for key, setting in spec["init_args"].items():
+            out += [f"--model.net.init_args.{key}", str(setting)]
+    return out
 
 
 def flag_values(argv: Sequence[str], flag: str) -> list:
@@ -102,6 +138,37 @@ def _quiet_disk_errors_in_threads(args) -> None:
         threading.__excepthook__(args)
 
 
+def _in_words(show: Callable) -> Callable:
+    """Our warnings (skipped photos, overlapping splits) as one line in words, not Python's format with the
+    library's file and line; any other warning as ``show`` shows it."""
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, CatDogWarning):
+            print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr, flush=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return show_warning
+
+
+@contextmanager
+def command_settings():
+    """What a command sets for its process, for as long as it runs, and no longer: the disk-error thread hook,
+    warnings in words, the known warnings off, Lightning's banners quiet. A library call (``train()``) sets
+    none of it."""
+    hook, levels = threading.excepthook, {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS}
+    threading.excepthook = _quiet_disk_errors_in_threads
+    quiet_lightning()
+    try:
+        with known_warnings_quiet():  # restores warnings.showwarning too
+            warnings.showwarning = _in_words(warnings.showwarning)
+            yield
+    finally:
+        threading.excepthook = hook
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def run_cli(
     command: Callable[[dict], object],
     argv: Sequence[str] | None = None,
@@ -110,11 +177,9 @@ def run_cli(
 ) -> int:
     """Parse flags and run ``command``; a user's mistake becomes one line on stderr and exit code 2. Lightning's
     banners and tips, and the warnings nobody can act on, stay quiet for every command (LIGHTNING_VERBOSE=1)."""
-    threading.excepthook = _quiet_disk_errors_in_threads
-    quiet_lightning()
-    quiet_known_warnings()
     try:
-        command(parse(parser, argv) if parse else parse_flags(argv, parser))
+        with command_settings():
+            command(parse(parser, argv) if parse else parse_flags(argv, parser))
     except ArgumentError as exc:
         print(f"error: {one_line(exc)} (see --help)", file=sys.stderr)
         return 2
@@ -133,11 +198,14 @@ def run_cli(
     return 0
 
 
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+
+
 def quiet_lightning() -> None:
     """Lightning's banners and tips ("GPU available: ...", "Tip: try installing ...") off: the run's own
     lines, warnings and errors are what a person or a log file should see. LIGHTNING_VERBOSE=1 keeps them."""
     if not os.environ.get("LIGHTNING_VERBOSE"):
-        for name in ("lightning.pytorch", "lightning.fabric"):
+        for name in LIGHTNING_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -152,6 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     stage = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "fit"
+    if stage in ("fit", "lr_find"):  # the process is the command's: training steps keep their memory
+        from .training.allocator import keep_freed_memory
+
+        keep_freed_memory()
     if stage == "fit":
         return run_cli(train, argv)
     if stage == "lr_find":
@@ -172,6 +244,13 @@ def _tool_parser(prog: str, description: str) -> ArgumentParser:
         help="a checkpoint file, last or best (default: best.ckpt of the most recent run under --logs_dir)",
     )
     parser.add_argument("--logs_dir", type=str, default=DEFAULT_LOGS_DIR, help="where runs are")
+    parser.add_argument(
+        "--allow_modules",
+        type=list[str] | str,
+        default=[],
+        help="modules beyond this package the checkpoint's network may come from (--model.net of your own): one "
+        "or a list; nothing else is imported from a checkpoint",
+    )
     return parser
 
 

@@ -19,3 +19,8 @@ class Interrupted(Exception):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class CatDogWarning(UserWarning):
+    """Something about the user's input worth reading (skipped photos, overlapping splits); the commands print
+    it as one line in words (``warning: ...``), not in Python's warning format with a file and line."""

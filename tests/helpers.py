@@ -43,7 +43,7 @@ def make_tiny_config(data_dir: Path, tmp: Path) -> dict:
     """A train() config that fits in a few seconds on a CPU: 16x16 images, a [16, 8] MLP, 2 epochs."""
     return {
         "data": {"data_dir": str(data_dir), "image_size": 16, "batch_size": 8, "cache_dir": str(tmp / "cache")},
-        "model": {"hidden_dims": [16, 8]},
+        "model": {"net": net_spec(hidden_dims=[16, 8])},
         "trainer": {
             "max_epochs": 2,
             "accelerator": "cpu",
@@ -68,8 +68,8 @@ def train_script(config: dict, *flags: str) -> list[str]:
         str(data["image_size"]),
         "--data.cache_dir",
         data["cache_dir"],
-        "--model.hidden_dims",
-        str(config["model"]["hidden_dims"]),
+        "--model.net.init_args.hidden_dims",
+        str(config["model"]["net"]["init_args"]["hidden_dims"]),
         "--trainer.accelerator",
         "cpu",
         "--trainer.enable_progress_bar",
@@ -163,3 +163,9 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.log.close()
+
+
+def net_spec(name: str | None = None, **init_args) -> dict:
+    """``--model.net`` as a config holds it: a short name or class path and its init_args; without a name, only
+    init_args (the default network's, or a resumed run's own)."""
+    return {"class_path": name, "init_args": init_args} if name else {"init_args": init_args}

@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 import warnings
 
-from ..errors import DataError
+from ..errors import CatDogWarning, DataError
 from .datasets import DecodedImageDataset
 
 SHOW_FIRST = 3
 _ROWS_AT_ONCE = 256
 
 
-class SplitOverlapWarning(UserWarning):
+class SplitOverlapWarning(CatDogWarning):
     """Some test or validation images have the same pixels as training images."""
 
 

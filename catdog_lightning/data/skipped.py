@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import warnings
 
+from ..errors import CatDogWarning
 from .cache import DecodedImages
 from .scan import ScanResult, printable
 
 SHOW_FIRST = 5  # skipped files named in a warning; the rest are counted
 
 
-class SkippedFilesWarning(UserWarning):
+class SkippedFilesWarning(CatDogWarning):
     """Some files in a data folder were not used (unlabelled or unreadable)."""
 
 

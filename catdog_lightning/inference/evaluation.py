@@ -24,6 +24,7 @@ from torchmetrics.functional.classification import (
     binary_recall,
 )
 
+from ..allow_list import allowed_modules
 from ..data import CAT, CatDogDataModule
 from ..data.scan import printable
 from ..errors import ConfigError, DataError
@@ -66,7 +67,11 @@ def _where(datamodule: CatDogDataModule, data_dir: str | None) -> str:
 
 
 def evaluate(
-    ckpt_path: str | os.PathLike, data_dir: str | None = None, trainer: dict | None = None, backend: str = "torch"
+    ckpt_path: str | os.PathLike,
+    data_dir: str | None = None,
+    trainer: dict | None = None,
+    backend: str = "torch",
+    allowed: tuple[str, ...] = (),
 ) -> tuple[dict, CatDogDataModule]:
     """Accuracy, precision, recall, F1, AUROC, confusion matrix and misclassified files (worst first), and
     the data they were measured on."""
@@ -78,9 +83,9 @@ def evaluate(
     if backend == "torch":
         bar = len(test) >= 256 and sys.stdout.isatty()  # a bar redraws: only for a person watching a terminal
         evaluating = evaluator(trainer or CPU_EVALUATOR, enable_progress_bar=bar, enable_model_summary=False)
-        probs = predicted_probabilities(ckpt_path, saved, datamodule, evaluating)
+        probs = predicted_probabilities(ckpt_path, saved, datamodule, evaluating, allowed)
     else:  # the export on ONNX Runtime, on the very pixels the torch path scores
-        onnx = load_classifier(ckpt_path, backend=backend)
+        onnx = load_classifier(ckpt_path, backend=backend, allowed=allowed)
         probs = torch.cat([onnx.probabilities(test.take(rows)) for rows in torch.arange(len(test)).split(256)])
     labels = test.labels
     tn, fp, fn, tp = binary_confusion_matrix(probs, labels).flatten().tolist()
@@ -155,7 +160,8 @@ def default_report(ckpt: str | os.PathLike) -> Path:
 def evaluate_command(args: dict) -> None:
     """scripts/evaluate.py: score, print, write the JSON report and (``--errors_grid``) the worst mistakes."""
     ckpt = checkpoint_or_latest(args.get("ckpt_path"), args["logs_dir"])
-    report, datamodule = evaluate(ckpt, args["data"]["data_dir"], backend=args.get("backend") or "torch")
+    backend, allowed = args.get("backend") or "torch", allowed_modules(args)
+    report, datamodule = evaluate(ckpt, args["data"]["data_dir"], backend=backend, allowed=allowed)
     print(format_report(report))
     path = Path(args.get("report") or default_report(ckpt))
     replaced = " (replaced the previous report)" if path.exists() else ""

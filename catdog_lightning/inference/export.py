@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..allow_list import allowed_modules
 from ..errors import ConfigError
 from ..models.loading import load_model
 from ..storage.runs import DEFAULT_LOGS_DIR, resolve_checkpoint
@@ -52,12 +53,15 @@ def input_contract(image_size: int) -> dict:
     }
 
 
-def export_model(ckpt_path: str | os.PathLike | None, fmt: str, output: str | os.PathLike) -> dict:
-    """Write the model at ``ckpt_path`` to ``output``; returns its input contract."""
+def export_model(
+    ckpt_path: str | os.PathLike | None, fmt: str, output: str | os.PathLike, allowed: tuple[str, ...] = ()
+) -> dict:
+    """Write the model at ``ckpt_path`` to ``output``; returns its input contract. ``allowed``: modules beyond
+    this package its network may come from."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
     ckpt_path = resolve_checkpoint(ckpt_path, DEFAULT_LOGS_DIR)
-    trained = load_model(ckpt_path)
+    trained = load_model(ckpt_path, allowed=allowed)
     size = int(trained.hparams.image_size)
     model = ProbabilityModel(trained.network()).eval()
     example = torch.rand(2, 3, size, size)
@@ -69,7 +73,7 @@ def export_model(ckpt_path: str | os.PathLike | None, fmt: str, output: str | os
         from .quantize import calibration_images, quantize
 
         with tempfile.TemporaryDirectory(prefix="catdog-export-") as tmp:
-            export_model(ckpt_path, "onnx", Path(tmp) / "fp32.onnx")
+            export_model(ckpt_path, "onnx", Path(tmp) / "fp32.onnx", allowed)
             quantize(Path(tmp) / "fp32.onnx", output, calibration_images(ckpt_path))
     elif fmt == "torchscript":
         with warnings.catch_warnings():  # torch.jit is deprecated upstream, yet still what TorchScript users load
@@ -105,7 +109,7 @@ def export_command(args: dict) -> None:
     if not args.get("output"):
         raise ConfigError("--output is required, e.g. --output model.onnx")
     ckpt = checkpoint_or_latest(args.get("ckpt_path"), args["logs_dir"])
-    contract = export_model(ckpt, args["format"], args["output"])
+    contract = export_model(ckpt, args["format"], args["output"], allowed_modules(args))
     print(f"wrote {args['output']} ({args['format']})")
     for key, value in contract.items():
         print(f"  {key:<10} {value}")

@@ -36,12 +36,12 @@ def session(path: str | os.PathLike, threads: int = 0):
 
 
 @contextmanager
-def onnx_model(ckpt: str | os.PathLike, backend: str) -> Iterator[Path]:
+def onnx_model(ckpt: str | os.PathLike, backend: str, allowed: tuple[str, ...] = ()) -> Iterator[Path]:
     """The ONNX file of ``backend`` for ``ckpt``, in a folder of its own removed afterwards."""
     folder = tempfile.mkdtemp(prefix="catdog-onnx-")
     try:
         path = Path(folder) / f"model.{backend}.onnx"
-        export_model(ckpt, FORMAT[backend], path)
+        export_model(ckpt, FORMAT[backend], path, allowed)
         yield path
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..allow_list import allowed_modules
 from ..data.decode import decode_many
 from ..data.scan import find_images, printable
 from ..errors import ConfigError, DataError
@@ -85,9 +86,11 @@ def load_classifier(
     device: str = "cpu",
     logs_dir: str | os.PathLike = DEFAULT_LOGS_DIR,
     backend: str = "torch",
+    allowed: tuple[str, ...] = (),
 ) -> Predictor:
     """The model in ``ckpt_path`` (a file, ``last`` or ``best``; default: best.ckpt of the latest run under
-    ``logs_dir``), loaded safely (see :func:`~catdog_lightning.models.loading.load_model`); with ``backend`` onnx
+    ``logs_dir``), loaded safely (see :func:`~catdog_lightning.models.loading.load_model`: ``allowed`` are the
+    modules beyond this package its network may come from); with ``backend`` onnx
     or int8, its export on ONNX Runtime (see :mod:`.onnx_runtime`), the same ``predict`` and ``probabilities``."""
     from .onnx_runtime import check_backend, onnx_model
 
@@ -95,10 +98,10 @@ def load_classifier(
     path = resolve_checkpoint(ckpt_path, logs_dir)
     saved = read_checkpoint(path)
     draft = bool(saved.get("datamodule_hyper_parameters", {}).get("draft", True))
-    model = load_model(path, saved)
+    model = load_model(path, saved, allowed)
     if backend == "torch":
         return Predictor(model, draft=draft, device=device)
-    with onnx_model(path, backend) as onnx_path:  # the session holds the graph: the file can go
+    with onnx_model(path, backend, allowed) as onnx_path:  # the session holds the graph: the file can go
         return OnnxPredictor(onnx_path, int(model.hparams.image_size), draft)
 
 
@@ -114,7 +117,8 @@ def predict_command(args: dict) -> None:
     if not paths:
         raise ConfigError(f"no image files (.jpg .jpeg .png .bmp .webp) in {' '.join(args['paths'])}.")
     ckpt = checkpoint_or_latest(args.get("ckpt_path"), args["logs_dir"])
-    predictions = load_classifier(ckpt, backend=args.get("backend") or "torch").predict(paths, args["batch_size"])
+    classifier = load_classifier(ckpt, backend=args.get("backend") or "torch", allowed=allowed_modules(args))
+    predictions = classifier.predict(paths, args["batch_size"])
     for p in predictions:
         if p.p_cat is not None:
             print(f"{printable(p.path)}\t{p.p_cat:.4f}\t{p.label}")

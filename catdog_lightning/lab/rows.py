@@ -53,8 +53,12 @@ def as_computed_here(recipe: dict) -> dict:
     trainer, model = recipe.get("trainer") or {}, recipe.get("model") or {}
     if trainer.get("precision") == "auto":
         trainer["precision"] = resolve_trainer_precision("auto", trainer.get("accelerator", "auto"))[0]
-    if model.get("feature_precision") == "auto":
-        model["feature_precision"] = resolve_feature_precision("auto")[0]
+    net = model.get("net")
+    if isinstance(net, dict) and (net.get("init_args") or {}).get("feature_precision") == "auto":
+        model["net"] = {
+            **net,
+            "init_args": {**net["init_args"], "feature_precision": resolve_feature_precision("auto")[0]},
+        }
     return recipe
 
 
@@ -104,7 +108,7 @@ ROWS = (
             "true",
             "--data.augment",
             "true",
-            "--model.dropout",
+            "--model.net.init_args.dropout",
             "0.3",
             "--model.optimizer",
             "adamw",

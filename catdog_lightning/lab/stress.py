@@ -32,8 +32,8 @@ EPOCHS = 6
 def _command(data: Path, logs: Path, *flags: str) -> list[str]:
     return [
         sys.executable, str(ROOT / "scripts" / "train.py"), "--data.data_dir", str(data), "--data.image_size", "16",
-        "--data.cache_dir", str(logs.parent / "cache"), "--model.hidden_dims", "[32, 16]",
-        "--data.augment", "true", "--model.dropout", "0.2", "--trainer.deterministic", "true",
+        "--data.cache_dir", str(logs.parent / "cache"), "--model.net.init_args.hidden_dims", "[32, 16]",
+        "--data.augment", "true", "--model.net.init_args.dropout", "0.2", "--trainer.deterministic", "true",
         "--trainer.accelerator", "cpu", "--trainer.max_epochs", str(EPOCHS), "--seed_everything", "5",
         "--logs_dir", str(logs), *flags,
     ]  # fmt: skip

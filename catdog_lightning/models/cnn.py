@@ -21,16 +21,24 @@ class SmallCNN(nn.Module):
     """
 
     def __init__(self, channels: Sequence[int] = (32, 64, 128, 256), dropout: float = 0.0, convs_per_block: int = 1):
+        """
+        Args:
+            channels: channels per block.
+            dropout: dropout before the output layer (0 = off).
+            convs_per_block: conv-BatchNorm-ReLU layers per block, before its max-pool (2: VGG-style).
+        """
         super().__init__()
         if not channels or any(int(c) < 1 for c in channels):
-            raise ConfigError(f"--model.channels must be a non-empty list of positive sizes, got {list(channels)}.")
+            raise ConfigError(
+                f"--model.net.init_args.channels must be a non-empty list of positive sizes, got {list(channels)}."
+            )
         if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"--model.dropout must be in [0, 1), got {dropout}.")
+            raise ConfigError(f"--model.net.init_args.dropout must be in [0, 1), got {dropout}.")
         if convs_per_block < 1:
-            raise ConfigError(f"--model.convs_per_block must be at least 1, got {convs_per_block}.")
+            raise ConfigError(f"--model.net.init_args.convs_per_block must be at least 1, got {convs_per_block}.")
         widths = [3, *(int(c) for c in channels)]
         refuse_oversized(sum(9 * a * b * convs_per_block for a, b in zip(widths, widths[1:], strict=False)),
-                         "--model.channels")  # fmt: skip
+                         "--model.net.init_args.channels")  # fmt: skip
         blocks: list[nn.Module] = []
         previous = 3
         for width in map(int, channels):

@@ -24,9 +24,3 @@ def extract_features(
             parts.append(extract(images[start : start + FEATURE_BATCH]))
             bar.update(len(parts[-1]))
     return torch.cat(parts)
-
-
-def is_feature_batch(inputs: torch.Tensor) -> bool:
-    """A batch of cached frozen-layer outputs (``N x V x D`` features, ``N x V x C x H x W`` activations), not of
-    images (``N x 3 x S x S``)."""
-    return inputs.dim() != 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -20,21 +21,32 @@ class MLP(nn.Module):
         self,
         image_size: int = 64,
         hidden_dims: Sequence[int] = (256, 64),
-        activation: str = "relu",
+        activation: Literal["relu", "tanh", "sigmoid"] = "relu",
         dropout: float = 0.0,
     ):
+        """
+        Args:
+            image_size: the input's side (follows --data.image_size).
+            hidden_dims: hidden layer sizes, any length (the lesson: [256, 64]).
+            activation: the hidden layers' activation: relu, tanh or sigmoid.
+            dropout: dropout after each hidden layer (0 = off).
+        """
         super().__init__()
         if not hidden_dims or any(int(d) < 1 for d in hidden_dims):
             raise ConfigError(
-                f"--model.hidden_dims must be a non-empty list of positive sizes, got {list(hidden_dims)}; "
+                f"--model.net.init_args.hidden_dims must be a non-empty list of positive sizes, got {list(hidden_dims)}; "  # noqa: E501
                 "try [256, 64]."
             )
         if activation not in ACTIVATIONS:
-            raise ConfigError(f"--model.activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}.")
+            raise ConfigError(
+                f"--model.net.init_args.activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}."
+            )
         if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"--model.dropout must be in [0, 1), got {dropout}.")
+            raise ConfigError(f"--model.net.init_args.dropout must be in [0, 1), got {dropout}.")
         dims = [3 * image_size * image_size, *(int(d) for d in hidden_dims)]
-        refuse_oversized(sum(a * b for a, b in zip(dims, [*dims[1:], 1], strict=True)), "--model.hidden_dims")
+        refuse_oversized(
+            sum(a * b for a, b in zip(dims, [*dims[1:], 1], strict=True)), "--model.net.init_args.hidden_dims"
+        )
         layers: list[nn.Module] = [nn.Flatten()]
         for fan_in, fan_out in zip(dims[:-1], dims[1:], strict=False):
             layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[activation]()]

@@ -86,8 +86,9 @@ class CatDogAPI(ls.LitAPI):
 
     def __init__(self, ckpt: str, backend: str = "torch", onnx_path: str | None = None, model: dict | None = None,
                  api_key: str | None = None, threads: int = 0, max_photos: int = 64, max_pixels: int | None = None,
-                 **batching):  # fmt: skip
+                 allowed: tuple[str, ...] = (), **batching):  # fmt: skip
         super().__init__(**batching)
+        self.allowed = allowed
         self.ckpt, self.backend, self.onnx_path, self.threads = ckpt, backend, onnx_path, threads
         self.model_info, self.api_key = model or {}, api_key
         self.max_photos, self.max_pixels = max_photos, max_pixels
@@ -97,7 +98,7 @@ class CatDogAPI(ls.LitAPI):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if self.threads:
             torch.set_num_threads(self.threads)
-        self.classifier = load_classifier(self.ckpt, device="cpu" if device == "cpu" else device)
+        self.classifier = load_classifier(self.ckpt, "cpu" if device == "cpu" else device, allowed=self.allowed)
         self.size, self.draft = self.classifier.image_size, self.classifier.draft
         if self.backend != "torch":  # onnx, int8: the export on ONNX Runtime
             self.session = session(self.onnx_path, self.threads)

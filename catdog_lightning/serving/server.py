@@ -14,22 +14,24 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..allow_list import allowed_modules
 from ..errors import ConfigError, Interrupted
 from ..inference.locate import checkpoint_or_latest
 from ..inference.onnx_runtime import check_backend
-from ..storage.checkpoints import check_saved_image_size, read_checkpoint
+from ..models.loading import check_loadable
+from ..models.nets import short_name
+from ..storage.checkpoints import read_checkpoint
 from ..storage.runs import RunDirectory
 
 PAGE = Path(__file__).with_name("page.html")
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # this machine only, or every interface
 
 
-def describe(ckpt: str) -> dict:
+def describe(ckpt: str, allowed: tuple[str, ...] = ()) -> dict:
     """What /info and every answer say about the model: its run and checkpoint, architecture, image size, and
     the test accuracy its run measured (metrics.json), when there is one."""
     saved = read_checkpoint(ckpt)
-    check_saved_image_size(saved, ckpt)  # before any worker starts: a bad one would answer every photo 400
-    hparams = saved["hyper_parameters"]
+    hparams = check_loadable(saved, ckpt, allowed)  # before any worker starts: a bad one would answer every photo 400
     run = RunDirectory.owning(Path(ckpt))
     name = f"{run.name}/{Path(ckpt).name}" if run is not None else Path(ckpt).name
     test_acc = None
@@ -42,7 +44,7 @@ def describe(ckpt: str) -> dict:
             pass
     return {
         "name": name,  # the run and the file, never where they are on the server's disk
-        "arch": hparams.get("arch", "mlp"),
+        "arch": short_name(hparams["net"]),
         "image_size": int(hparams["image_size"]),
         "test_acc": test_acc,
         "looks": 1 + bool(hparams.get("tta_flip")),
@@ -105,18 +107,20 @@ def build_server(args: dict, workdir: str | os.PathLike | None = None):
     check(args)
     key = api_key(args)
     ckpt = checkpoint_or_latest(args.get("ckpt_path"), args["logs_dir"])
-    model = {**describe(ckpt), "backend": args["backend"]}
+    allowed = allowed_modules(args)
+    model = {**describe(ckpt, allowed), "backend": args["backend"]}
     onnx_path = None
     if args["backend"] != "torch":  # the exported (and for int8, quantised) graph, written once at start
         folder = Path(workdir or tempfile.mkdtemp(prefix="catdog-serve-"))
         onnx_path = str(folder / f"model.{args['backend']}.onnx")
-        export_model(ckpt, FORMAT[args["backend"]], onnx_path)
+        export_model(ckpt, FORMAT[args["backend"]], onnx_path, allowed)
     api = CatDogAPI(
         ckpt,
         args["backend"],
         onnx_path,
         model,
         api_key=key,
+        allowed=allowed,
         threads=thread_share(args["workers"]),
         max_photos=args["max_photos"],
         max_pixels=args["max_pixels"],

@@ -4,9 +4,8 @@ glibc serves allocations above a threshold (at most 32 MB) with fresh ``mmap`` p
 free. A convolutional network on a CPU allocates activations of that size on every step, so each step
 page-faults its memory in again: most of a 224-pixel probe's feature extraction was system time, and
 raising the threshold made it markedly faster (docs/performance.md). The price is a process that keeps its
-peak memory: :func:`release_freed_memory` goes back to glibc's defaults and hands the freed memory back, for
-phases that no longer need the speed (a linear probe's head trains on cached features, so it drops the
-feature extraction's memory this way).
+peak memory, and the setting is the whole process's: only a command's entry point sets it (cli.main), never a
+library call such as ``train()``.
 """
 
 from __future__ import annotations
@@ -18,13 +17,10 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 _KEEP_BYTES = 1 << 30
 
 
-_GLIBC_DEFAULT = 128 * 1024  # both thresholds' starting value in glibc
-
-
 def _libc():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        libc.mallopt, libc.malloc_trim  # noqa: B018 (glibc has both; musl, macOS, Windows do not)
+        libc.mallopt  # noqa: B018 (glibc has it; musl, macOS, Windows do not)
     except (OSError, AttributeError, TypeError):
         return None
     return libc
@@ -36,14 +32,3 @@ def keep_freed_memory() -> bool:
     if libc is None:
         return False
     return bool(libc.mallopt(M_MMAP_THRESHOLD, _KEEP_BYTES)) and bool(libc.mallopt(M_TRIM_THRESHOLD, _KEEP_BYTES))
-
-
-def release_freed_memory() -> bool:
-    """Back to glibc's default thresholds, and the memory freed so far handed back to the OS."""
-    libc = _libc()
-    if libc is None:
-        return False
-    libc.mallopt(M_MMAP_THRESHOLD, _GLIBC_DEFAULT)
-    libc.mallopt(M_TRIM_THRESHOLD, _GLIBC_DEFAULT)
-    libc.malloc_trim(0)
-    return True

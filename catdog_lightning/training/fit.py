@@ -25,10 +25,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from ..data import CatDogDataModule
 from ..errors import ConfigError, Interrupted
 from ..models import CatDogClassifier
+from ..models.nets import short_name
 from ..storage.atomic import atomic_write_text, remove_stale_temporaries
 from ..storage.checkpoints import read_checkpoint
 from ..storage.runs import DEFAULT_LOGS_DIR, RunDirectory, claim
-from .allocator import keep_freed_memory, release_freed_memory
 from .callbacks import (
     Diverged,
     EpochSeeder,
@@ -40,11 +40,11 @@ from .callbacks import (
     signals_raise,
 )
 from .resume import RUN_NAME_ENV, is_main_process, resolve_run
-from .settings import DEFAULT_SEED, TRAINER_DEFAULTS
+from .settings import DEFAULT_SEED, RENAMED, TRAINER_DEFAULTS
 from .trainer import (
     BEST_MODE,
     build_trainer,
-    quiet_known_warnings,
+    known_warnings_quiet,
     with_precision_resolved,
     write_hparams_summary,
 )
@@ -79,29 +79,27 @@ def join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, c
 
     Returns the seconds spent on backbone features and a line about them ("" when there are none).
     """
-    if model.backbone is not None and datamodule.hparams.normalize:
+    if getattr(model.net, "input_statistics", None) and datamodule.hparams.normalize:
         raise ConfigError(
-            f"--data.normalize: --model.arch {model.hparams.arch} standardises with ImageNet's mean and std, "
-            "as its weights were trained; drop the flag."
+            f"--data.normalize: --model.net {short_name(model.hparams.net)} standardises with the statistics its "
+            "weights were trained with (ImageNet's); drop the flag."
         )
     if ckpt is not None:  # resuming: fit restores weights and statistics from the checkpoint
         if model.caches_features:  # ...but cached features are computed before fit, from the same weights
             saved = read_checkpoint(ckpt)  # (resume.resolve_run checked it builds this model)
-            model.on_load_checkpoint(saved)
             model.load_state_dict(saved["state_dict"])
     else:
         # --data.normalize: the training split's statistics become part of the model (and its checkpoints).
         if datamodule.hparams.normalize:
             model.standardize.set_statistics(*datamodule.channel_stats())
-        model.load_pretrained_weights()
+        if load := getattr(model.net, "load_pretrained_weights", None):
+            load()
     if not model.caches_features:
         return 0.0, ""
     if (line := model.feature_precision_line()) and is_main_process():  # before the work, which may be long
         print(line, flush=True)
     start = time.perf_counter()
     note = datamodule.use_features(model.features_of, model.feature_key())
-    if model.is_probe:  # the head trains on the features: the backbone's activation memory can go
-        release_freed_memory()
     return time.perf_counter() - start, note
 
 
@@ -112,16 +110,19 @@ def data_and_model(config: dict, seed: int) -> tuple[CatDogDataModule, CatDogCla
     if datamodule.hparams.val_fraction == 0:
         raise ConfigError("--data.val_fraction 0 leaves no validation images to pick the best checkpoint; try 0.1.")
     model_cfg = {**(config.get("model") or {}), "image_size": datamodule.hparams.image_size}
+    for key in model_cfg:
+        if f"model.{key}" in RENAMED:  # a settings dict of before the network was a parameter of its own
+            raise ConfigError(f"model.{key} is now {RENAMED[f'model.{key}']}; see docs/your-network.md.")
     L.seed_everything(seed, workers=True, verbose=False)
     model = CatDogClassifier(**model_cfg)
     # Decode (or load from cache) before anything else, so data errors surface before any Lightning output
     # and before a run directory is made.
     datamodule.prepare_data()
     datamodule.setup("fit")
-    keep_freed_memory()  # from here on: training steps (not decoding, whose buffers are freed for good)
     return datamodule, model
 
 
+@known_warnings_quiet()
 def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     """Fit, then test the best (or, with ``test_checkpoint="last"``, the last) checkpoint.
 
@@ -136,7 +137,6 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
 
     Raises :class:`Interrupted` after a SIGINT/SIGTERM stopped training with last.ckpt saved.
     """
-    quiet_known_warnings()
     logs_dir = Path(config.get("logs_dir") or DEFAULT_LOGS_DIR)
     allowed = tuple(config.get("allow_modules") or ())  # from the command line only (see cli.parse_flags)
     ckpt, run, config = resolve_run(config, logs_dir, allowed)
@@ -168,7 +168,7 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
         print(line, flush=True)  # before decoding and features: a slow choice is seen before it costs
     datamodule, model = data_and_model(config, seed)
     features = join_data_and_model(datamodule, model, ckpt)
-    lock, created = None, False
+    lock, created, caller_run_name = None, False, os.environ.get(RUN_NAME_ENV)
     if is_main_process():  # other DDP processes join the directory the first one claimed
         try:
             run, lock, created = claim(run, new=ckpt is None, auto_name=not config.get("run_name"))
@@ -185,6 +185,10 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     finally:
         if lock is not None:
             lock.release()
+        if is_main_process() and caller_run_name is None:  # it told DDP's processes the run; the caller's
+            os.environ.pop(RUN_NAME_ENV, None)  # environment is left as it was
+        elif is_main_process():
+            os.environ[RUN_NAME_ENV] = caller_run_name
 
 
 def _fit_and_test(
@@ -201,6 +205,7 @@ def _fit_and_test(
     feature_seconds, feature_note = features
     seed, test_checkpoint = settings["seed_everything"], settings["test_checkpoint"]
     safe_stops = SafeStops(run.last_ckpt, settings["checkpoint_every_n_steps"])
+    unfreeze_at = getattr(model.net, "unfreeze_at_epoch", None)  # a fine-tune: its learning rates change
     try:
         trainer, best = build_trainer(
             run,
@@ -208,10 +213,10 @@ def _fit_and_test(
             [EpochSeeder(seed), safe_stops, FiniteLoss(), FitClock(feature_seconds), *(callbacks or [])],
             settings["log_images"] and not settings["trainer"].get("fast_dev_run"),  # it logs nothing
             settings["early_stopping_patience"],
-            lr_monitor=model.hparams.scheduler != "none" or model.hparams.unfreeze_at_epoch is not None,
+            lr_monitor=model.hparams.scheduler != "none" or unfreeze_at is not None,
             allowed=allowed,
             best_by=settings["best_by"],
-            early_stop_from=model.hparams.unfreeze_at_epoch or 0,
+            early_stop_from=unfreeze_at or 0,
         )
     except (ValueError, TypeError) as exc:  # Lightning refusing a --trainer.* value it does not type-check
         raise ConfigError(f"{' '.join(str(exc).split())[:300]} (check the --trainer.* flags)") from None

@@ -18,14 +18,14 @@ from ..storage.atomic import atomic_write_text
 from ..storage.runs import DEFAULT_LOGS_DIR, RunDirectory, next_run_name
 from .fit import data_and_model, join_data_and_model
 from .settings import DEFAULT_SEED, TRAINER_DEFAULTS
-from .trainer import quiet_known_warnings, with_precision_resolved
+from .trainer import known_warnings_quiet, with_precision_resolved
 
 
+@known_warnings_quiet()
 def lr_find_command(flags: dict) -> dict:
     """Find a learning rate for the settings in ``flags``; print it and where the plot went."""
     from lightning.pytorch.tuner import Tuner
 
-    quiet_known_warnings()
     if flags.get("ckpt_path"):
         raise ConfigError("lr_find starts from the recipe's starting weights, as a new run would: drop --ckpt_path.")
     logs_dir = Path(flags.get("logs_dir") or DEFAULT_LOGS_DIR)

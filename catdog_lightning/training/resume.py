@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from ..errors import ConfigError
 from ..models.loading import load_model
+from ..models.nets import expand
 from ..storage.checkpoints import check_image_size, first_nonfinite, read_checkpoint, saved_data_settings
 from ..storage.runs import RunDirectory, check_run_name, resolve_checkpoint
 from ..storage.yaml_files import read_yaml_file
@@ -23,30 +24,62 @@ from .settings import check_settings_file
 # Settings a resumed run cannot change, as a flag or in its config.yaml: its weights have this shape, or its
 # photos were split this way (another split would validate on photos it trained on).
 FIXED_KEYS = (
-    ("model", "arch"),
-    ("model", "hidden_dims"),
-    ("model", "activation"),
-    ("model", "channels"),
-    ("model", "convs_per_block"),
     ("data", "image_size"),
     ("data", "normalize"),  # the statistics live in the weights' checkpoint, fixed by the first run
-    ("model", "unfreeze_at_epoch"),  # a probe's optimiser holds the head alone; a fine-tune's, the backbone too
     ("data", "split_seed"),
     ("data", "val_fraction"),
     ("data", "test_fraction"),
 )
+# And the network: its class and every argument but these, which shape no weight (a probe's optimiser holds the
+# head alone, a fine-tune's the backbone too: unfreeze_at_epoch stays fixed with the rest; the MLP has a layer
+# for each dropout, so that stays fixed too).
+RESUMABLE_NET_ARGS = ("weights", "backbone_lr_ratio", "finetune_blocks", "feature_precision")
+
+
+def fixed_settings(config: dict) -> dict:
+    """The settings a resumed run keeps, of those ``config`` holds, dotted (model.net.init_args.hidden_dims)."""
+    found = {
+        f"{section}.{key}": config[section][key]
+        for section, key in FIXED_KEYS
+        if isinstance(config.get(section), dict) and key in config[section]
+    }
+    net = (config.get("model") or {}).get("net")
+    if net is not None:
+        partial = isinstance(net, dict) and "class_path" not in net  # only init_args given: the class is the run's
+        spec = {"init_args": net.get("init_args") or {}} if partial else expand(net)
+        if "class_path" in spec:
+            found["model.net.class_path"] = spec["class_path"]
+        found |= {f"model.net.init_args.{k}": v for k, v in spec["init_args"].items() if k not in RESUMABLE_NET_ARGS}
+    return found
+
+
 RUN_NAME_ENV = "CATDOG_RUN_NAME"  # how DDP processes started by Lightning learn the run directory
 
 
 def merge(base: dict, override: dict) -> dict:
-    """``base`` updated by ``override``, recursively for nested sections."""
+    """``base`` updated by ``override``, recursively for nested sections; a network of another class replaces
+    the base's whole (its init_args were the other class's)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if key == "net" and not same_class(out.get(key), value):
+            out[key] = copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def same_class(net, other) -> bool:
+    """Whether ``other`` names no class, or the class (and backbone) of ``net``, however either is written."""
+    if not isinstance(other, str) and not (isinstance(other, dict) and other.get("class_path")):
+        return True
+    if net is None:
+        return False
+    ours, theirs = expand(net), expand(other)
+    archs = ours["init_args"].get("arch"), theirs["init_args"].get("arch")  # a backbone, where either says
+    same = ours["class_path"].rpartition(".")[2] == theirs["class_path"].rpartition(".")[2]
+    return same and (None in archs or archs[0] == archs[1])
 
 
 def _resolve_resume(config: dict, logs_dir: Path, allowed: tuple[str, ...]) -> tuple[Path, RunDirectory, dict]:
@@ -61,7 +94,9 @@ def _resolve_resume(config: dict, logs_dir: Path, allowed: tuple[str, ...]) -> t
         run = RunDirectory.owning(ckpt) or (RunDirectory(logs_dir, run_name) if run_name else None)
     saved = read_checkpoint(ckpt)
     check_resumable(saved, ckpt)
-    load_model(ckpt, saved)  # refuses, in one line, a checkpoint that does not build this model (before Lightning)
+    load_model(
+        ckpt, saved, allowed
+    )  # refuses, in one line, a checkpoint that does not build this model (before Lightning)
     broken = first_nonfinite(saved.get("optimizer_states", []), "optimizer_states")
     if broken is not None:
         raise ConfigError(
@@ -77,12 +112,11 @@ def _resolve_resume(config: dict, logs_dir: Path, allowed: tuple[str, ...]) -> t
         base = {"model": dict(saved["hyper_parameters"]), "data": saved_data_settings(saved)}
         run = run or RunDirectory.next_version(logs_dir)
     check_image_size(base["data"].get("image_size"), saved, f"--ckpt_path {ckpt}")
-    for section, key in FIXED_KEYS:
-        given = config.get(section, {}).get(key)
-        had = base.get(section, {}).get(key)
-        if given is not None and had is not None and given != had:
+    had = fixed_settings(base)
+    for key, given in fixed_settings(config).items():
+        if given is not None and had.get(key) is not None and given != had[key]:
             raise ConfigError(
-                f"--{section}.{key} {given} differs from the run being resumed ({had}); a resumed run keeps "
+                f"--{key} {given} differs from the run being resumed ({had[key]}); a resumed run keeps "
                 "its architecture and input statistics. Drop the flag, or start a new run without --ckpt_path."
             )
     return ckpt, run, base
@@ -136,11 +170,13 @@ def read_saved_config(run: RunDirectory, allowed: tuple[str, ...] = ()) -> dict:
 def _check_against_checkpoint(base: dict, saved: dict, path: Path, ckpt: Path) -> None:
     """A config.yaml edited since its checkpoint was written: the settings a flag may not change may not
     change there either."""
-    recorded = {"model": saved["hyper_parameters"], "data": saved.get("datamodule_hyper_parameters", {})}
-    for section, key in FIXED_KEYS:
-        if key in recorded[section] and key in base[section] and base[section][key] != recorded[section][key]:
+    recorded = fixed_settings(
+        {"model": saved["hyper_parameters"], "data": saved.get("datamodule_hyper_parameters", {})}
+    )
+    for key, value in fixed_settings(base).items():
+        if key in recorded and value != recorded[key]:
             raise ConfigError(
-                f"{path}: {section}.{key} is {base[section][key]!r} there but {recorded[section][key]!r} in {ckpt}; "
+                f"{path}: {key} is {value!r} there but {recorded[key]!r} in {ckpt}; "
                 "a resumed run keeps its architecture, input statistics and split. Put the value back, or start "
                 "a new run."
             )

@@ -18,6 +18,7 @@ import lightning as L
 from jsonargparse import ActionConfigFile, ArgumentParser
 from lightning.fabric.connector import _PRECISION_INPUT
 
+from ..allow_list import check_class_paths, class_paths
 from ..data import CatDogDataModule
 from ..errors import ConfigError
 from ..models import CatDogClassifier
@@ -71,10 +72,10 @@ def settings_parser() -> ArgumentParser:
     parser.add_argument("--logs_dir", type=str, default=DEFAULT_LOGS_DIR, help="where run directories are written")
     parser.add_argument(
         "--allow_modules",
-        type=list[str],
+        type=list[str] | str,
         default=[],
-        help="modules beyond Lightning and catdog_lightning whose callbacks and loggers a config file or a "
-        "resumed run may name, e.g. [mypackage]; given on the command line only, never read from a file",
+        help="modules beyond Lightning and catdog_lightning whose classes a config file or a resumed run may "
+        "name: one (mypackage) or a list ([mypackage, other]); given on the command line only, never read from a file",
     )
     parser.add_argument(
         "--checkpoint_every_n_steps",
@@ -114,14 +115,20 @@ def settings_parser() -> ArgumentParser:
 TYPE_WORDS = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text"}
 
 
-def one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException | str) -> str:
     """jsonargparse's error, in words and on one line: it speaks Python ("Expected a <class 'float'>. Got value:
     abc", "Does not validate against any of the Union subtypes ..."), users read flags and values."""
     text = " ".join(str(exc).split())
     text = text.replace('Parser key "', "--").replace('":', ":", 1) if text.startswith("Parser key") else text
-    problem = re.search(r"Problem with given class_path '([\w.]+)': (.*?) - ", text)
+    problem = re.search(r"Problem with given class_path '([\w.]+)': (.*?) - Expected a <class 'str'>", text)
+    problem = problem or re.search(r"Problem with given class_path '([\w.]+)': (.*?) - ", text)
     if problem:  # a class named with what it needs missing: say that, not the Union's every other subtype
-        return f"{text.split(':')[0]}: {problem.group(1)}: {problem.group(2)}"
+        flag, inner = text.split(":")[0], problem.group(2)
+        if key := re.match(r'(?:Parser key "|--)([\w.]+)": (.*)', inner):  # one of its init_args
+            return one_line(f'Parser key "{flag.removeprefix("--")}.init_args.{key.group(1)}": {key.group(2)}')
+        if option := re.match(r"Option '(\w+)' is not accepted", inner):
+            return f"{flag}.init_args.{option.group(1)}: not an argument of {problem.group(1)}"
+        return f"{flag}: {problem.group(1)}: {inner}"
     union = re.search(r"Union subtypes Subtypes: \[(.*?)\].*Given value: (.*)$", text)
     subtypes = text.split(" Errors:")[0]
     if union and "typing.Literal[" in subtypes:  # choices, split over several Literals (Lightning's precision)
@@ -144,7 +151,23 @@ def one_line(exc: BaseException) -> str:
     )
 
 
+# Settings that moved when the network became a parameter of its own (--model.net): the old name is one line
+# naming the new one.
+RENAMED = {
+    "model.arch": "model.net",
+    **{
+        f"model.{name}": f"model.net.init_args.{name}"
+        for name in ("hidden_dims", "activation", "dropout", "channels", "convs_per_block", "weights")
+        + ("unfreeze_at_epoch", "backbone_lr_ratio", "finetune_blocks", "feature_precision")
+    },
+}
+
+
 def did_you_mean(word: str, options) -> str:
+    bare = word.removeprefix("--")
+    if bare in RENAMED:
+        dashes = "--" if word.startswith("--") else ""
+        return f" (renamed: now {dashes}{RENAMED[bare]}; see docs/your-network.md)"
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
 
@@ -179,55 +202,19 @@ SAVED_KEYS = (
     "best_by",
     "run_name",
 )
-# Trainer settings that name classes to build.
-BUILT = ("callbacks", "logger")
-# Modules whose Lightning callbacks and loggers a settings file may name; --allow_modules adds more.
-TRUSTED_MODULES = ("lightning", "pytorch_lightning", "catdog_lightning")
-
-
-def module_allowed(class_path: str, allowed: tuple[str, ...] = ()) -> bool:
-    """Whether ``class_path`` lies in a trusted module or one named with --allow_modules (a bare class name
-    means one of Lightning's own callbacks or loggers)."""
-    module = class_path.rpartition(".")[0]
-    return not module or any(module == m or module.startswith(f"{m}.") for m in (*TRUSTED_MODULES, *allowed))
-
-
-def class_paths(settings: object, key: str = "") -> list[tuple[str, str]]:
-    """``(key, class_path)`` of every object a settings tree would build (anything with a class_path)."""
-    found = []
-    if isinstance(settings, dict):
-        if "class_path" in settings:
-            found.append((key, str(settings["class_path"])))
-        for name, value in settings.items():
-            found += class_paths(value, f"{key}.{name}" if key else str(name))
-    elif isinstance(settings, list):
-        for i, value in enumerate(settings):
-            found += class_paths(value, f"{key}[{i}]")
-    return found
-
-
-def check_class_paths(settings: object, source: str, allowed: tuple[str, ...] = ()) -> None:
-    """Refuse, before anything is imported, a settings file that names a class outside the allowed modules."""
-    for key, path in class_paths(settings):
-        if not module_allowed(path, allowed):
-            module = path.rpartition(".")[0].split(".")[0]
-            raise ConfigError(
-                f"{source}: {key} names {path}, outside Lightning and catdog_lightning; nothing was imported or run. "
-                f"If you trust that code, allow its module on the command line: --allow_modules [{module}]"
-            )
-
-
+# Settings that name classes to build.
+BUILT = ("model.net", "trainer.callbacks", "trainer.logger")
 SETTING_GROUPS = ("data", "model", "trainer")
 
 
 def check_built_only(settings: object, source: str) -> None:
-    """Only trainer.callbacks and trainer.logger build classes from settings (a profiler, a plugin or a strategy
-    named by class_path would reach Lightning as a mapping it cannot use)."""
+    """Only model.net, trainer.callbacks and trainer.logger build classes from settings (a profiler, a plugin or
+    a strategy named by class_path would reach Lightning as a mapping it cannot use)."""
     for key, path in class_paths(settings):
-        if not key.startswith(tuple(f"trainer.{name}" for name in BUILT)):
+        if not key.startswith(BUILT):
             raise ConfigError(
-                f"{source}: {key} names a class ({path}); only trainer.callbacks and trainer.logger name classes "
-                "here: give that setting by its plain value (e.g. --trainer.profiler simple)."
+                f"{source}: {key} names a class ({path}); only model.net, trainer.callbacks and trainer.logger name "
+                "classes here: give that setting by its plain value (e.g. --trainer.profiler simple)."
             )
 
 
@@ -256,7 +243,7 @@ def check_settings_file(settings: dict, source: str, allowed: tuple[str, ...] = 
     # The classes are built, and checked again, by the Trainer's setup (training/trainer.py: instantiate).
     plain = dict(settings)
     if isinstance(plain.get("trainer"), dict):
-        plain["trainer"] = {k: v for k, v in plain["trainer"].items() if k not in BUILT}
+        plain["trainer"] = {k: v for k, v in plain["trainer"].items() if f"trainer.{k}" not in BUILT}
     try:
         settings_parser().parse_object(plain, defaults=False)
     except ArgumentError as exc:

@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from ..allow_list import allowed_modules
 from ..data import CatDogDataModule
 from ..data.scan import printable
 from ..errors import ConfigError
@@ -20,7 +21,7 @@ from ..models.loading import load_model
 from ..storage.checkpoints import check_image_size, read_checkpoint, saved_data_settings
 from ..storage.runs import DEFAULT_LOGS_DIR, resolve_checkpoint
 from .settings import TRAINER_DEFAULTS
-from .trainer import quiet_known_warnings, with_precision_resolved
+from .trainer import known_warnings_quiet, with_precision_resolved
 
 
 def checkpoint_data(saved: dict, data: dict | None = None, own_data: bool = True) -> CatDogDataModule:
@@ -58,14 +59,23 @@ def evaluator(trainer: dict, **options) -> L.Trainer:
 
 
 def predicted_probabilities(
-    ckpt_path: str | os.PathLike, saved: dict, datamodule: CatDogDataModule, evaluating: L.Trainer
+    ckpt_path: str | os.PathLike,
+    saved: dict,
+    datamodule: CatDogDataModule,
+    evaluating: L.Trainer,
+    allowed: tuple[str, ...] = (),
 ) -> torch.Tensor:
     """P(cat) of every image of the DataModule's test split, in order, from Lightning's ``trainer.predict``."""
-    return torch.cat(evaluating.predict(load_model(ckpt_path, saved), datamodule=datamodule)).cpu().float()
+    model = load_model(ckpt_path, saved, allowed)
+    return torch.cat(evaluating.predict(model, datamodule=datamodule)).cpu().float()
 
 
 def evaluate_checkpoint(
-    ckpt_path: str | Path, data: dict | None = None, trainer: dict | None = None, stage: str = "test"
+    ckpt_path: str | Path,
+    data: dict | None = None,
+    trainer: dict | None = None,
+    stage: str = "test",
+    allowed: tuple[str, ...] = (),
 ) -> dict:
     """The LightningModule's own metrics of a checkpoint on its test (or ``stage="validate"``: validation)
     images, under any Trainer (e.g. several DDP processes). The data settings are the checkpoint's, updated
@@ -73,29 +83,29 @@ def evaluate_checkpoint(
     saved = read_checkpoint(ckpt_path)
     evaluating = evaluator({**TRAINER_DEFAULTS, **(trainer or {})})
     run = evaluating.test if stage == "test" else evaluating.validate
-    metrics = run(load_model(ckpt_path, saved), datamodule=checkpoint_data(saved, data), verbose=False)[0]
+    metrics = run(load_model(ckpt_path, saved, allowed), datamodule=checkpoint_data(saved, data), verbose=False)[0]
     return {k: float(v) for k, v in metrics.items()}
 
 
+@known_warnings_quiet()
 def stage_command(stage: str, flags: dict) -> None:
     """``train.py validate|test|predict --ckpt_path PATH|last|best``: one stage of a trained checkpoint.
 
     validate and test print the LightningModule's metrics; predict prints P(cat) for each test image.
     """
-    quiet_known_warnings()
     if not flags.get("ckpt_path"):
         raise ConfigError(f"{stage} needs --ckpt_path: a checkpoint file, last or best (of the latest run).")
     logs_dir = flags.get("logs_dir") or DEFAULT_LOGS_DIR
     ckpt = str(resolve_checkpoint(flags["ckpt_path"], logs_dir, flags.get("run_name")))
     trainer = {**TRAINER_DEFAULTS, "enable_progress_bar": False, **(flags.get("trainer") or {})}
     if stage in ("validate", "test"):
-        metrics = evaluate_checkpoint(ckpt, flags.get("data"), trainer, stage)
+        metrics = evaluate_checkpoint(ckpt, flags.get("data"), trainer, stage, allowed_modules(flags))
         print(f"{stage} metrics of {ckpt}")
         for key, value in sorted(metrics.items()):
             print(f"  {key:<12} {value:.4f}")
         return
     saved = read_checkpoint(ckpt)
     datamodule = checkpoint_data(saved, flags.get("data"))
-    probs = predicted_probabilities(ckpt, saved, datamodule, evaluator(trainer)).tolist()
+    probs = predicted_probabilities(ckpt, saved, datamodule, evaluator(trainer), allowed_modules(flags)).tolist()
     for path, p in zip(datamodule.test_set.paths, probs, strict=True):
         print(f"{printable(path)}\t{p:.4f}\t{'cat' if p > 0.5 else 'dog'}")

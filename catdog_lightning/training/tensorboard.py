@@ -77,7 +77,7 @@ class TensorBoardPictures(L.Callback):
             return
         step = trainer.global_step
         with torch.no_grad():
-            probs = torch.sigmoid(pl_module(self._inputs.to(pl_module.device))).cpu()
+            probs = torch.sigmoid(pl_module.logits(self._inputs.to(pl_module.device))).cpu()
         pixels = [img.permute(1, 2, 0).numpy() for img in self._images]
         labels = ["cat" if y == 1 else "dog" for y in self._labels.tolist()]
         captions = [f"{name} P(cat)={p:.2f}" for name, p in zip(labels, probs.tolist(), strict=True)]

@@ -7,6 +7,7 @@ import importlib
 import inspect
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -26,7 +27,14 @@ from .tensorboard import TensorBoardPictures
 
 BEST_MODE = {"val/acc": "max", "val/loss": "min"}  # what best.ckpt (and early stopping) follows
 # The settings people compare runs by, first in HPARAMS.
-HPARAMS_FIRST = ("model.arch", "model.lr", "data.image_size", "data.data_dir", "trainer.precision", "seed_everything")
+HPARAMS_FIRST = (
+    "model.net.class_path",
+    "model.lr",
+    "data.image_size",
+    "data.data_dir",
+    "trainer.precision",
+    "seed_everything",
+)
 # The columns users sort runs by in TensorBoard's HPARAMS tab (the best validation accuracy, not the last).
 HPARAM_METRICS = ("val/acc_best", "test/acc", "test/auroc", "val/acc", "val/loss")
 
@@ -88,11 +96,16 @@ def hparams_table(config: dict) -> dict[str, int | float | str | bool]:
     """Every resolved setting as one flat row of HPARAMS: data, model, trainer and the top-level ones, those
     people compare runs by first (TensorBoard shows the first columns when the tab opens)."""
     flat: dict[str, int | float | str | bool] = {}
+
+    def add(name: str, value) -> None:  # nested settings (model.net.init_args.*) each a column of their own
+        if isinstance(value, dict) and value:
+            for sub, item in value.items():
+                add(f"{name}.{sub}", item)
+        else:
+            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
     for key, value in config.items():
-        items = value.items() if isinstance(value, dict) else [(None, value)]
-        for sub, item in items:
-            name = f"{key}.{sub}" if sub is not None else key
-            flat[name] = item if isinstance(item, (int, float, str, bool)) else str(item)
+        add(key, value)
     leading = {name: flat.pop(name) for name in HPARAMS_FIRST if name in flat}
     return {**leading, **flat}
 
@@ -241,21 +254,33 @@ def with_precision_resolved(trainer_cfg: dict) -> tuple[dict, str | None]:
     return {**trainer_cfg, "precision": precision}, line
 
 
-def quiet_known_warnings() -> None:
+# Warnings nobody can act on, each with why.
+KNOWN_WARNINGS = (
     # Batches come from an in-memory tensor: DataLoader workers would only add start-up time.
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+    ".*does not have many workers.*",
+    ".*smaller than the logging interval.*",
     # Under DDP our epoch values come from torchmetrics, which already synchronised them across processes.
-    warnings.filterwarnings("ignore", ".*It is recommended to use `self.log\\(.*sync_dist=True.*")
+    ".*It is recommended to use `self.log\\(.*sync_dist=True.*",
     # Resuming writes into the run's own checkpoints/ folder on purpose.
-    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+    ".*Checkpoint directory .* exists and is not empty.*",
     # The test after fit meets the fine-tuning callback the model supplies (configure_callbacks) a second time.
-    warnings.filterwarnings("ignore", ".*configure_callbacks` will override existing callbacks.*")
+    ".*configure_callbacks` will override existing callbacks.*",
     # Mid-epoch resumes are exact without a stateful DataLoader: EpochSeeder and the sampler continue the epoch.
-    warnings.filterwarnings("ignore", ".*ended before the epoch ended and your dataloader is not resumable.*")
+    ".*ended before the epoch ended and your dataloader is not resumable.*",
     # A frozen pretrained backbone is kept in eval mode on purpose (CatDogClassifier.train).
-    warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode at the start of training.*")
+    ".*module\\(s\\) in eval mode at the start of training.*",
     # The model summary only estimates its size in MB under bf16; the parameter counts are right.
-    warnings.filterwarnings("ignore", ".*is not supported by the model summary.*")
+    ".*is not supported by the model summary.*",
     # Raised inside Lightning 2.6 itself on torch >= 2.10; nothing a user can act on.
-    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
+)
+
+
+@contextmanager
+def known_warnings_quiet():
+    """Those warnings off while a command runs, and the caller's own filters back afterwards: a library call
+    changes nothing process-wide."""
+    with warnings.catch_warnings():
+        for pattern in KNOWN_WARNINGS:
+            warnings.filterwarnings("ignore", pattern)
+        yield

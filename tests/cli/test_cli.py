@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from argparse import ArgumentError
 
 import pytest
 import torch
@@ -10,6 +9,8 @@ import yaml
 from helpers import ROOT
 
 from catdog_lightning import cli
+from catdog_lightning.errors import ConfigError
+from catdog_lightning.models import CatDogClassifier
 
 SCRIPT = ROOT / "scripts" / "train.py"
 
@@ -31,8 +32,7 @@ def test_help_lists_the_documented_flags(tmp_path):
         "--data.min_crop_scale",
         "--data.cache",
         "--data.cache_dir",
-        "--model.hidden_dims",
-        "--model.activation",
+        "--model.net",
         "--model.lr",
         "--model.weight_decay",
         "--trainer.max_epochs",
@@ -45,6 +45,8 @@ def test_help_lists_the_documented_flags(tmp_path):
         "--run_name",
     ]:
         assert flag in out.stdout, flag
+    out = run_script("--model.net.help", "mlp", cwd=tmp_path)  # a network's own settings: its class's help
+    assert out.returncode == 0 and "--model.net.hidden_dims" in out.stdout and "--model.net.activation" in out.stdout
 
 
 def test_print_config_shows_defaults_and_overrides(capsys):
@@ -52,7 +54,7 @@ def test_print_config_shows_defaults_and_overrides(capsys):
         cli.parse_flags(["--model.lr", "0.01", "--print_config"])
     assert exit_.value.code == 0
     config = yaml.safe_load(capsys.readouterr().out)
-    assert config["model"]["lr"] == 0.01 and config["model"]["hidden_dims"] == [256, 64]
+    assert config["model"]["lr"] == 0.01 and config["model"]["net"]["init_args"]["hidden_dims"] == [256, 64]
     assert config["data"]["batch_size"] == 32 and config["data"]["image_size"] == 64
     assert config["trainer"]["max_epochs"] == 20 and config["trainer"]["accelerator"] == "auto"
 
@@ -82,27 +84,29 @@ def test_shipped_cnn_configs_are_the_results_tables_rows_and_differ_only_in_size
         ["--config", str(configs / "cnn.yaml"), "--trainer.max_epochs", "3", "--data.data_dir", "p"]
     )
     assert quicker["trainer"] == {"max_epochs": 3, "precision": "auto"} and quicker["data"]["data_dir"] == "p"
-    assert quicker["model"]["convs_per_block"] == 2  # the rest of the recipe stays
+    assert quicker["model"]["net"]["init_args"]["convs_per_block"] == 2  # the rest of the recipe stays
 
 
-def test_the_arch_flag_offers_exactly_the_models_architectures():
-    from typing import get_args
+def test_the_net_flag_takes_every_short_name_and_class_paths():
+    from catdog_lightning.models.backbones import BACKBONES
+    from catdog_lightning.models.nets import SHORT_NAMES, expand
 
-    from catdog_lightning.models.classifier import ARCHS, Arch
-
-    assert get_args(Arch) == ARCHS and {"mlp", "cnn", "efficientnet_lite0", "resnet18"} <= set(ARCHS)
-    parser = cli.settings_parser()
-    for arch in ARCHS:
-        assert parser.parse_args(["--model.arch", arch]).model.arch == arch
-    with pytest.raises(ArgumentError):
-        parser.parse_args(["--model.arch", "vgg16"])
+    assert SHORT_NAMES == ("mlp", "cnn", *BACKBONES) and {"efficientnet_lite0", "resnet18"} <= set(SHORT_NAMES)
+    for name in SHORT_NAMES:
+        assert expand(cli.parse_flags(["--model.net", name])["model"]["net"]) == expand(name)
+    flags = ["--model.net", "cnn", "--model.net.init_args.channels", "[4, 8]"]  # init_args after a short name
+    assert cli.parse_flags(flags)["model"]["net"]["init_args"] == {"channels": [4, 8]}
+    assert cli.main(["--model.net", "vgg16"]) == 2
+    with pytest.raises(ConfigError, match="--model.net.init_args.arch must be one of"):
+        CatDogClassifier(net={"class_path": "catdog_lightning.models.PretrainedNet", "init_args": {"arch": "vgg16"}})
 
 
 def test_flags_reach_train(tiny_dataset, tmp_path):
     """The command line through to a real run: the settings train() used, read back from its files."""
     logs = tmp_path / "logs"
     argv = ["--data.data_dir", str(tiny_dataset), "--data.image_size", "16", "--data.cache_dir", str(tmp_path / "c"),
-            "--model.hidden_dims", "[32, 8]", "--model.activation", "tanh", "--model.lr", "0.003",
+            "--model.net.init_args.hidden_dims", "[32, 8]", "--model.net.init_args.activation", "tanh",
+            "--model.lr", "0.003",
             "--seed_everything", "3", "--run_name", "x", "--logs_dir", str(logs), "--trainer.max_epochs", "1",
             "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]  # fmt: skip
     assert cli.main(argv) == 0
@@ -110,7 +114,8 @@ def test_flags_reach_train(tiny_dataset, tmp_path):
     assert saved["data"]["data_dir"] == str(tiny_dataset) and saved["data"]["image_size"] == 16
     assert saved["seed_everything"] == 3 and saved["trainer"]["max_epochs"] == 1
     hparams = torch.load(logs / "x" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
-    assert hparams["hidden_dims"] == [32, 8] and hparams["activation"] == "tanh" and hparams["lr"] == 0.003
+    net = hparams["net"]["init_args"]
+    assert net["hidden_dims"] == [32, 8] and net["activation"] == "tanh" and hparams["lr"] == 0.003
     assert hparams["image_size"] == 16  # the net's input follows --data.image_size
 
 
@@ -118,15 +123,18 @@ def test_flags_reach_train(tiny_dataset, tmp_path):
     "argv, expected",
     [
         (["--model.lr", "-1"], "--model.lr must be positive"),
-        (["--model.hidden_dims", "[]"], "--model.hidden_dims must be a non-empty list"),
+        (["--model.net.init_args.hidden_dims", "[]"], "--model.net.init_args.hidden_dims must be a non-empty list"),
         (["--data.val_fraction", "1.5"], "--data.val_fraction must be in [0, 1)"),
         (["--data.val_fraction", "0"], "--data.val_fraction 0 leaves no validation images"),
-        (["--model.activation", "gelu"], "--model.activation"),
+        (["--model.net.init_args.activation", "gelu"], "--model.net.init_args.activation"),
         (["--model.lr", "abc"], "--model.lr: expected a number, got abc"),
         (["--trainer.max_epoch", "3"], "unknown flag --trainer.max_epoch (did you mean --trainer.max_epochs?)"),
         (["--no_such_flag", "1"], "unknown flag --no_such_flag"),
         (["--trainer.max_epochs", "five"], "--trainer.max_epochs: expected a whole number (or null), got five"),
-        (["--model.arch", "efficientnet_lite"], "got efficientnet_lite (did you mean efficientnet_lite2?)"),
+        (
+            ["--model.net", "efficientnet_lite"],
+            "--model.net efficientnet_lite: not a short name nor module.ClassName (did you mean efficientnet_lite2?)",
+        ),
         (["--data.data_dir", "does/not/exist"], "does/not/exist does not exist"),
         (["--ckpt_path", "last"], "--ckpt_path last: no checkpoints/last.ckpt"),
         (["--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such file"),
@@ -136,8 +144,14 @@ def test_flags_reach_train(tiny_dataset, tmp_path):
         (["--data.image_size", "100000"], "--data.image_size must be between 8 and 1024"),
         (["--seed_everything", str(2**32)], "--seed_everything must be between 0 and 2**32 - 1"),
         (["--data.split_seed", "-1"], "--data.split_seed must be between 0 and 2**32 - 1"),
-        (["--model.hidden_dims", "[1000000000]"], "--model.hidden_dims: that network would hold"),
-        (["--model.arch", "cnn", "--model.channels", "[100000, 100000]"], "--model.channels: that network would"),
+        (
+            ["--model.net.init_args.hidden_dims", "[1000000000]"],
+            "--model.net.init_args.hidden_dims: that network would hold",
+        ),
+        (
+            ["--model.net", "cnn", "--model.net.init_args.channels", "[100000, 100000]"],
+            "--model.net.init_args.channels: that network would",
+        ),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(argv, expected, capsys):
@@ -163,7 +177,7 @@ def test_a_log_file_gets_one_readable_line_per_epoch(tiny_config, tmp_path):
     data = tiny_config["data"]
     out = run_script(
         "--data.data_dir", data["data_dir"], "--data.image_size", "16", "--data.cache_dir", data["cache_dir"],
-        "--model.hidden_dims", "[16, 8]", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "12",
+        "--model.net.init_args.hidden_dims", "[16, 8]", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "12",
         "--logs_dir", tiny_config["logs_dir"], cwd=tmp_path,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
@@ -198,7 +212,7 @@ def test_a_config_file_s_mistakes_are_all_named_with_the_file(tmp_path, capsys):
 
 def test_every_shipped_recipe_parses_and_is_a_results_row():
     from catdog_lightning.lab.rows import ROWS
-    from catdog_lightning.models.classifier import ARCHS
+    from catdog_lightning.models.nets import SHORT_NAMES, short_name
 
     configs = SCRIPT.parents[1] / "configs"
     rows = {row.flags[row.flags.index("--config") + 1] for row in ROWS if "--config" in row.flags}
@@ -206,4 +220,44 @@ def test_every_shipped_recipe_parses_and_is_a_results_row():
     assert {f"configs/{p.name}" for p in recipes} == rows  # every recipe measured, every measured recipe shipped
     for recipe in recipes:  # each goes through train.py's parser and checks, as --config gives it
         settings = cli.parse_flags(["--config", str(recipe)])
-        assert settings["model"]["arch"] in ARCHS and settings["trainer"]["max_epochs"] >= 1
+        assert short_name(settings["model"]["net"]) in SHORT_NAMES and settings["trainer"]["max_epochs"] >= 1
+
+
+@pytest.mark.parametrize("given", ["my_callbacks", "[my_callbacks]", "[my_callbacks, other]"])
+def test_allow_modules_takes_one_module_or_a_list(given):
+    flags = cli.parse_flags(["--allow_modules", given])
+    assert flags["allow_modules"][0] == "my_callbacks" and len(flags["allow_modules"]) == given.count(",") + 1
+
+
+def test_a_library_call_changes_nothing_process_wide(tiny_config):
+    """train() from a notebook: the thread hook, the warning filters and their printer are the caller's after."""
+    import os
+    import threading
+    import warnings
+
+    import catdog_lightning
+
+    hook, filters, show = threading.excepthook, list(warnings.filters), warnings.showwarning
+    environment = dict(os.environ)
+    catdog_lightning.train(tiny_config)
+    assert threading.excepthook is hook
+    assert warnings.filters == filters and warnings.showwarning is show
+    assert dict(os.environ) == environment  # the run's name for DDP's processes is not left behind
+
+
+def test_our_warnings_are_one_line_in_words(tiny_dataset, tmp_path):
+    """A skipped file, as a user sees it from train.py: `warning: ...`, not Python's path:line: Category format."""
+    import shutil
+
+    data = tmp_path / "photos"
+    shutil.copytree(tiny_dataset, data)
+    (data / "train" / "cat" / "broken.jpg").write_bytes(b"not a picture")
+    out = run_script(
+        "--data.data_dir", str(data), "--data.image_size", "16", "--model.net.init_args.hidden_dims", "[16, 8]",
+        "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    (line,) = [line for line in out.stderr.splitlines() if "broken.jpg" in line]
+    assert line.startswith("warning: Skipped 1 unreadable image(s): ") and "Warning" not in out.stderr
+    assert ".py:" not in out.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_tiny_config
+from helpers import make_tiny_config, net_spec
 
 from catdog_lightning import load_classifier
 from catdog_lightning.cli import evaluate_main, export_main, predict_main
@@ -24,7 +24,7 @@ def cnn(tiny_dataset, tmp_path_factory) -> Path:
     """A small CNN (convolutions, BatchNorm, per-channel weights: what quantisation has to get right)."""
     tmp = tmp_path_factory.mktemp("int8")
     overrides = {"trainer": {"max_epochs": 4}, "seed_everything": 0, "data": {"image_size": 32},
-                 "model": {"arch": "cnn", "channels": [8, 16], "lr": 3e-3}}  # fmt: skip
+                 "model": {"net": net_spec("cnn", channels=[8, 16]), "lr": 3e-3}}  # fmt: skip
     return Path(train(merge(make_tiny_config(tiny_dataset, tmp), overrides))["best_checkpoint"])
 
 

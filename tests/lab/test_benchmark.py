@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, net_spec
 
 
 def test_benchmark_summary_and_table_from_measurements():
@@ -113,7 +113,7 @@ def test_the_inference_table_times_every_backend_side_by_side_and_scores_them(ti
     overrides = {
         "trainer": {"max_epochs": 2},
         "data": {"image_size": 32},
-        "model": {"arch": "cnn", "channels": [8, 16]},
+        "model": {"net": net_spec("cnn", channels=[8, 16])},
     }
     ckpt = train(merge(tiny_config, overrides))["best_checkpoint"]
     result = run_inference_benchmark(ckpt, rounds=1)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from helpers import net_spec
 
 from catdog_lightning.errors import UserError
 from catdog_lightning.lab.cli import results_main
@@ -16,7 +17,7 @@ def test_measure_runs_the_command_and_reads_its_metrics_back(tiny_dataset, tmp_p
         "tiny",
         "Tiny MLP",
         "train.py",
-        ("--data.image_size", "16", "--model.hidden_dims", "[8]", "--trainer.max_epochs", "1"),
+        ("--data.image_size", "16", "--model.net.init_args.hidden_dims", "[8]", "--trainer.max_epochs", "1"),
         "--seed_everything",
         extra=("--data.cache_dir", str(tmp_path / "cache"), "--trainer.enable_progress_bar", "false"),
     )
@@ -102,10 +103,13 @@ def test_a_stored_run_is_current_only_where_auto_computes_what_it_measured(monke
     from catdog_lightning import hardware
     from catdog_lightning.lab.rows import as_computed_here
 
-    recipe = {"trainer": {"precision": "auto"}, "model": {"feature_precision": "auto", "lr": 0.1}}
+    recipe = {"trainer": {"precision": "auto"}, "model": {"net": net_spec(feature_precision="auto"), "lr": 0.1}}
     monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda cpuinfo="/proc/cpuinfo": True)
     fast = as_computed_here(recipe)
-    assert fast == {"trainer": {"precision": "bf16-mixed"}, "model": {"feature_precision": "bf16", "lr": 0.1}}
+    assert fast == {
+        "trainer": {"precision": "bf16-mixed"},
+        "model": {"net": net_spec(feature_precision="bf16"), "lr": 0.1},
+    }
     monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda cpuinfo="/proc/cpuinfo": False)
     assert as_computed_here(recipe)["trainer"]["precision"] == "32-true"
     assert recipe["trainer"]["precision"] == "auto"  # the recipe itself is left as it was

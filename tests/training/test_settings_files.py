@@ -134,9 +134,14 @@ def test_a_yaml_bomb_in_config_yaml_is_refused_on_resume(stopped_run, capsys):
         ("data", "batch_size", "abc", "data.batch_size: expected a whole number, got abc"),
         ("model", "lr", "x", "model.lr: expected a number, got x"),
         (None, "seed_everything", "abc", "seed_everything: expected a whole number, got abc"),
-        ("model", "hidden_dims", [8, 4], "model.hidden_dims is [8, 4] there but [16, 8]"),
+        ("model.net.init_args", "hidden_dims", [8, 4], "model.net.init_args.hidden_dims is [8, 4] there but [16, 8]"),
         ("data", "image_size", 24, "data.image_size is 24 there but 16"),
-        ("model", "arch", "cnn", "model.arch is 'cnn' there but 'mlp'"),
+        (
+            "model",
+            "net",
+            {"class_path": "catdog_lightning.models.SmallCNN"},
+            "model.net.class_path is 'catdog_lightning.models.cnn.SmallCNN' there but 'catdog_lightning.models.mlp.MLP",
+        ),
         ("data", "normalize", True, "data.normalize is True there"),
         ("data", "split_seed", 7, "data.split_seed is 7 there but 42"),
         (None, "logs_dir", "elsewhere", "logs_dir is not a setting a run records"),
@@ -144,7 +149,13 @@ def test_a_yaml_bomb_in_config_yaml_is_refused_on_resume(stopped_run, capsys):
 )
 def test_an_edited_config_yaml_is_checked_like_flags(stopped_run, capsys, section, key, value, expected):
     config_file, argv = stopped_run
-    edit(config_file, lambda saved: (saved[section] if section else saved).__setitem__(key, value))
+
+    def change(saved: dict) -> None:
+        for part in section.split(".") if section else []:
+            saved = saved[part]
+        saved[key] = value
+
+    edit(config_file, change)
     one_line_exit_2(argv, capsys, str(config_file), expected)
 
 

@@ -56,14 +56,15 @@ def test_hparams_lead_with_what_people_compare_and_hold_the_precision(tiny_confi
     events.Reload()
     content = events.summary_metadata["_hparams_/experiment"].plugin_data.content
     names = [info.name for info in plugin_data_pb2.HParamsPluginData.FromString(content).experiment.hparam_infos]
-    assert names[:6] == ["model.arch", "model.lr", "data.image_size", "data.data_dir", "trainer.precision",
+    assert names[:6] == ["model.net.class_path", "model.lr", "data.image_size", "data.data_dir", "trainer.precision",
                          "seed_everything"]  # fmt: skip
 
 
 def test_a_printed_config_reads_back_to_the_same_run(tiny_config, tmp_path, capsys):
     data = tiny_config["data"]
     flags = ["--data.data_dir", data["data_dir"], "--data.image_size", "16", "--data.cache_dir", data["cache_dir"],
-             "--model.hidden_dims", "[16, 8]", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1"]  # fmt: skip
+             "--model.net.init_args.hidden_dims", "[16, 8]", "--trainer.accelerator", "cpu",
+             "--trainer.max_epochs", "1"]  # fmt: skip
     with pytest.raises(SystemExit):
         cli.parse_flags([*flags, "--print_config"])
     printed = tmp_path / "printed.yaml"
@@ -81,7 +82,7 @@ def test_a_printed_config_reads_back_to_the_same_run(tiny_config, tmp_path, caps
 def test_an_extra_logger_writes_inside_the_run(tiny_config, capsys):
     data = tiny_config["data"]
     argv = ["--data.data_dir", data["data_dir"], "--data.image_size", "16", "--data.cache_dir", data["cache_dir"],
-            "--model.hidden_dims", "[16, 8]", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "2",
+            "--model.net.init_args.hidden_dims", "[16, 8]", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "2",
             "--trainer.enable_progress_bar", "false", "--logs_dir", tiny_config["logs_dir"],
             "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", "csv"]  # fmt: skip
     assert cli.main(argv) == 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import make_tiny_config
+from helpers import make_tiny_config, net_spec
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from catdog_lightning.errors import ConfigError
@@ -104,14 +104,14 @@ def test_checkpoints_load_with_no_arguments_and_weights_only(finished_run):
     for name in ["best.ckpt", "last.ckpt"]:
         torch.load(run / "checkpoints" / name, weights_only=True)  # no pickled objects beyond primitives
         model = CatDogClassifier.load_from_checkpoint(run / "checkpoints" / name, weights_only=True)
-        assert model.hparams.hidden_dims == [16, 8] and model.hparams.image_size == 16
+        assert model.hparams.net["init_args"]["hidden_dims"] == [16, 8] and model.hparams.image_size == 16
 
 
 def test_config_yaml_records_the_resolved_settings(finished_run):
     _, run = finished_run
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["data"]["image_size"] == 16 and config["data"]["val_fraction"] == 0.1
-    assert config["model"]["hidden_dims"] == [16, 8] and config["model"]["lr"] == 1e-3
+    assert config["model"]["net"]["init_args"]["hidden_dims"] == [16, 8] and config["model"]["lr"] == 1e-3
     assert config["trainer"]["max_epochs"] == 2 and config["seed_everything"] == 7
 
 
@@ -147,8 +147,10 @@ def test_resume_restores_the_optimizer_state(tiny_config):
 def test_resume_by_path_and_refusals(tiny_config, tmp_path):
     first = train(tiny_config)
     ckpt = Path(first["run_dir"]) / "checkpoints" / "last.ckpt"
-    with pytest.raises(ConfigError, match="--model.hidden_dims"):
-        train({"ckpt_path": str(ckpt), "model": {"hidden_dims": [32]}, "logs_dir": tiny_config["logs_dir"]})
+    with pytest.raises(ConfigError, match="--model.net.init_args.hidden_dims"):
+        train(
+            {"ckpt_path": str(ckpt), "model": {"net": net_spec(hidden_dims=[32])}, "logs_dir": tiny_config["logs_dir"]}
+        )
     with pytest.raises(ConfigError, match="--data.image_size"):
         train({"ckpt_path": str(ckpt), "data": {"image_size": 32}, "logs_dir": tiny_config["logs_dir"]})
     with pytest.raises(ConfigError, match="no checkpoints/last.ckpt"):
@@ -194,7 +196,7 @@ def test_log_images_false_writes_no_pictures(tiny_config):
 
 
 def test_cnn_fit_with_cosine_schedule_through_train(tiny_config):
-    metrics = train(merge(tiny_config, {"model": {"arch": "cnn", "channels": [4, 8], "scheduler": "cosine"}}))
+    metrics = train(merge(tiny_config, {"model": {"net": net_spec("cnn", channels=[4, 8]), "scheduler": "cosine"}}))
     model = CatDogClassifier.load_from_checkpoint(metrics["best_checkpoint"], weights_only=True)
     assert type(model.net).__name__ == "SmallCNN" and 0 <= metrics["test/acc"] <= 1
     saved = torch.load(metrics["best_checkpoint"], weights_only=True)
@@ -227,12 +229,12 @@ def test_onecycle_schedule_and_early_stopping_reach_the_trainer(tiny_config):
 
 def test_resume_refuses_a_different_architecture_or_normalisation(tiny_config):
     train(tiny_config)
-    with pytest.raises(ConfigError, match="--model.arch cnn differs"):
-        train({"ckpt_path": "last", "model": {"arch": "cnn"}, "logs_dir": tiny_config["logs_dir"]})
+    with pytest.raises(ConfigError, match="--model.net.class_path catdog_lightning.models.cnn.SmallCNN differs"):
+        train({"ckpt_path": "last", "model": {"net": net_spec("cnn")}, "logs_dir": tiny_config["logs_dir"]})
     with pytest.raises(ConfigError, match="--data.normalize True differs"):
         train({"ckpt_path": "last", "data": {"normalize": True}, "logs_dir": tiny_config["logs_dir"]})
-    with pytest.raises(ConfigError, match="--model.convs_per_block 2 differs"):
-        train({"ckpt_path": "last", "model": {"convs_per_block": 2}, "logs_dir": tiny_config["logs_dir"]})
+    with pytest.raises(ConfigError, match="--model.net.init_args.hidden_dims \\[8\\] differs"):
+        train({"ckpt_path": "last", "model": {"net": net_spec(hidden_dims=[8])}, "logs_dir": tiny_config["logs_dir"]})
 
 
 def test_normalize_statistics_are_saved_in_the_checkpoint_and_restored(tiny_config):
@@ -246,7 +248,9 @@ def test_normalize_statistics_are_saved_in_the_checkpoint_and_restored(tiny_conf
             with torch.no_grad():
                 seen["probs"] = torch.sigmoid(pl_module(seen["images"]))
 
-    metrics = train(with_(tiny_config, data={"normalize": True}, model={"arch": "cnn", "channels": [4, 8]}), [Keep()])
+    metrics = train(
+        with_(tiny_config, data={"normalize": True}, model={"net": net_spec("cnn", channels=[4, 8])}), [Keep()]
+    )
     mean, std = seen["stats"]
     assert not torch.allclose(std, torch.ones(3))  # real statistics, not the identity
     saved = torch.load(Path(metrics["run_dir"]) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
@@ -257,15 +261,6 @@ def test_normalize_statistics_are_saved_in_the_checkpoint_and_restored(tiny_conf
         assert torch.equal(torch.sigmoid(reloaded(seen["images"])), seen["probs"])
         reloaded.standardize.set_statistics(torch.zeros(3), torch.ones(3))
         assert not torch.allclose(torch.sigmoid(reloaded(seen["images"])), seen["probs"])  # the stats matter
-
-
-def test_checkpoints_from_before_normalize_existed_still_load(finished_run, tmp_path):
-    metrics, _ = finished_run
-    saved = torch.load(metrics["best_checkpoint"], weights_only=True)
-    del saved["state_dict"]["standardize.mean"], saved["state_dict"]["standardize.std"]
-    torch.save(saved, tmp_path / "old.ckpt")
-    old = CatDogClassifier.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True)
-    assert torch.equal(old.standardize.mean, torch.zeros(3)) and torch.equal(old.standardize.std, torch.ones(3))
 
 
 def test_hparams_tab_holds_every_setting_and_the_metrics_users_sort_by(finished_run):

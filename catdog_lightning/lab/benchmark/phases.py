@@ -161,7 +161,7 @@ def phase_cnn_floor(
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     hp = recipe["model"]
     torch.manual_seed(0)
-    net = SmallCNN(hp["channels"], hp["dropout"], hp["convs_per_block"]).to(device)
+    net = SmallCNN(**hp["net"]["init_args"]).to(device)
     standardize = Standardize().to(device)
     standardize.set_statistics(*(t.to(device) for t in dm.channel_stats()))
     train_x, train_y = dm.train_set.take(slice(None)).to(device), dm.train_set.labels.float().to(device)
