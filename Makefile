@@ -38,8 +38,8 @@ results: $(STAMP)
 	$(BIN)/python scripts/results.py --data_dir $(CATDOG_A) $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check catdog_lightning scripts tests
-	$(BIN)/ruff format --check catdog_lightning scripts tests
+	$(BIN)/ruff check catdog_lightning lab scripts tests
+	$(BIN)/ruff format --check catdog_lightning lab scripts tests
 
 serve: $(STAMP)
 	$(BIN)/python scripts/serve.py $(ARGS)

@@ -2,7 +2,8 @@
 
 The floors, each importing only those below it: ``errors`` and ``numpy_net``; ``storage`` (files on disk);
 ``data`` and ``models`` (side by side, never importing each other); ``training``; ``inference``; ``cli`` (the
-product's commands); ``lab`` (measurements and the lesson's programs). tests/test_layers.py keeps it so.
+product's commands). tests/test_layers.py keeps it so. The lab (measurements and the lesson's programs) lives
+in the checkout's ``lab/``, beside the package: it writes docs/ and runs scripts/.
 """
 
 __version__ = "0.1.0"

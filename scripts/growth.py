@@ -2,10 +2,14 @@
 """How costs grow with the folder (2k, 10k, 25k generated pictures): python scripts/growth.py --help"""
 
 import sys
+from pathlib import Path
+
+# The lab's programs measure the project and write into its docs/: they live in the checkout, beside the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 if __name__ == "__main__":
     try:  # Ctrl-C while Python imports torch: a clean exit, not a traceback
-        from catdog_lightning.lab.cli import growth_main
+        from lab.cli import growth_main
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(growth_main())

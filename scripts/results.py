@@ -2,10 +2,14 @@
 """Measure every model on real photos and regenerate docs/RESULTS.md: python scripts/results.py --help"""
 
 import sys
+from pathlib import Path
+
+# The lab's programs measure the project and write into its docs/: they live in the checkout, beside the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 if __name__ == "__main__":
     try:  # Ctrl-C while Python imports torch: a clean exit, not a traceback
-        from catdog_lightning.lab.cli import results_main
+        from lab.cli import results_main
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(results_main())

@@ -9,7 +9,7 @@ from helpers import ROOT, net_spec
 
 
 def test_benchmark_summary_and_table_from_measurements():
-    from catdog_lightning.lab.benchmark.tables import format_table, summarise
+    from lab.benchmark.tables import format_table, summarise
 
     measured = {
         "data_dir": "photos",
@@ -48,7 +48,7 @@ def test_benchmark_script_runs_end_to_end_on_tiny_data(tiny_dataset, tmp_path):
 
 
 def test_cnn_and_thread_rows_compare_medians_after_the_first_epoch():
-    from catdog_lightning.lab.benchmark.tables import format_table, summarise
+    from lab.benchmark.tables import format_table, summarise
 
     def runs(project, floor):
         return {
@@ -85,7 +85,7 @@ def test_cnn_and_thread_rows_compare_medians_after_the_first_epoch():
 
 
 def test_cnn_bare_loop_runs_the_recipe_in_bf16(tiny_dataset, tmp_path):
-    from catdog_lightning.lab.benchmark.phases import phase_cnn_floor
+    from lab.benchmark.phases import phase_cnn_floor
 
     result = phase_cnn_floor(str(tiny_dataset), 2, str(tmp_path / "cache"), precision="bf16-mixed")
     assert (
@@ -94,7 +94,7 @@ def test_cnn_bare_loop_runs_the_recipe_in_bf16(tiny_dataset, tmp_path):
 
 
 def test_benchmark_refuses_unknown_parts_and_accelerators(capsys):
-    from catdog_lightning.lab.cli import benchmark_main
+    from lab.cli import benchmark_main
 
     assert benchmark_main(["--parts", "[mlp,gpus]"]) == 2
     assert benchmark_main(["--accelerator", "tpu"]) == 2
@@ -106,9 +106,9 @@ def test_benchmark_refuses_unknown_parts_and_accelerators(capsys):
 def test_the_inference_table_times_every_backend_side_by_side_and_scores_them(tiny_config):
     pytest.importorskip("onnxruntime")
     from catdog_lightning.hardware import fast_bf16
-    from catdog_lightning.lab.benchmark.inference import format_inference, run_inference_benchmark
     from catdog_lightning.training import train
     from catdog_lightning.training.resume import merge
+    from lab.benchmark.inference import format_inference, run_inference_benchmark
 
     overrides = {
         "trainer": {"max_epochs": 2},

@@ -7,7 +7,7 @@ import sys
 import pytest
 from helpers import ROOT
 
-from catdog_lightning.lab import growth
+from lab import growth
 
 
 def test_smaller_folders_are_hard_links_to_the_first_pictures_of_the_largest(tmp_path):
@@ -63,7 +63,7 @@ def test_growth_table_and_plot():
 
 
 def test_growth_refuses_a_single_size(capsys):
-    from catdog_lightning.lab.cli import growth_main
+    from lab.cli import growth_main
 
     assert growth_main(["--sizes", "[2000]"]) == 2
     assert "--sizes needs at least two sizes" in capsys.readouterr().err

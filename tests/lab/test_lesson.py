@@ -6,9 +6,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from catdog_lightning.data.scan import scan_labelled_folder
-from catdog_lightning.lab.cli import lesson_main
-from catdog_lightning.lab.lesson import LessonDataset, decoded_once, fit_epochs
 from catdog_lightning.models import MLP
+from lab.cli import lesson_main
+from lab.lesson import LessonDataset, decoded_once, fit_epochs
 
 
 def test_decoding_once_trains_bit_for_bit_like_decoding_every_epoch(tiny_dataset):

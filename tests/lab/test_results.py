@@ -6,10 +6,10 @@ import pytest
 from helpers import net_spec
 
 from catdog_lightning.errors import UserError
-from catdog_lightning.lab.cli import results_main
-from catdog_lightning.lab.plot import plot
-from catdog_lightning.lab.results import measure, render
-from catdog_lightning.lab.rows import ROWS, ROWS_BY_KEY, Row
+from lab.cli import results_main
+from lab.plot import plot
+from lab.results import measure, render
+from lab.rows import ROWS, ROWS_BY_KEY, Row
 
 
 def test_measure_runs_the_command_and_reads_its_metrics_back(tiny_dataset, tmp_path):
@@ -83,7 +83,7 @@ def test_plot_puts_each_row_at_its_time_and_accuracy():
 
 
 def test_a_stored_run_of_a_config_row_is_stale_once_the_file_holds_another_recipe(tmp_path, monkeypatch):
-    from catdog_lightning.lab import rows
+    from lab import rows
 
     (tmp_path / "configs").mkdir()
     recipe = tmp_path / "configs" / "r.yaml"
@@ -101,7 +101,7 @@ def test_a_stored_run_of_a_config_row_is_stale_once_the_file_holds_another_recip
 
 def test_a_stored_run_is_current_only_where_auto_computes_what_it_measured(monkeypatch):
     from catdog_lightning import hardware
-    from catdog_lightning.lab.rows import as_computed_here
+    from lab.rows import as_computed_here
 
     recipe = {"trainer": {"precision": "auto"}, "model": {"net": net_spec(feature_precision="auto"), "lr": 0.1}}
     monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda cpuinfo="/proc/cpuinfo": True)

@@ -181,7 +181,7 @@ def test_train_numpy_script_uses_the_same_split_and_logs_to_tensorboard(tiny_dat
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from catdog_lightning.data import CatDogDataModule
-    from catdog_lightning.lab.cli import numpy_main
+    from lab.cli import numpy_main
 
     argv = [
         "--data.data_dir",
@@ -229,7 +229,7 @@ def test_train_numpy_script_uses_the_same_split_and_logs_to_tensorboard(tiny_dat
     ],
 )
 def test_train_numpy_errors_are_one_line_exit_2(argv, expected, capsys):
-    from catdog_lightning.lab.cli import numpy_main
+    from lab.cli import numpy_main
 
     assert numpy_main(argv) == 2
     err = capsys.readouterr().err

@@ -15,11 +15,11 @@ from helpers import ROOT, assert_same, fit_weights, make_tiny_config, net_spec, 
 
 from catdog_lightning.cli import evaluate_main, main, predict_main
 from catdog_lightning.data.decode import decode_many
-from catdog_lightning.lab.stress import SLOW_DECODE, running
 from catdog_lightning.storage.atomic import atomic_write_text, remove_stale_temporaries
 from catdog_lightning.training import train
 from catdog_lightning.training.fit import _is_write_failure
 from catdog_lightning.training.resume import merge
+from lab.stress import SLOW_DECODE, running
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ...hardware import fast_bf16
-from ...inference.export import ProbabilityModel, export_model
-from ...inference.onnx_runtime import session
-from ...models.loading import load_model
-from ...storage.checkpoints import read_checkpoint
-from ...training.stages import checkpoint_data
+from catdog_lightning.hardware import fast_bf16
+from catdog_lightning.inference.export import ProbabilityModel, export_model
+from catdog_lightning.inference.onnx_runtime import session
+from catdog_lightning.models.loading import load_model
+from catdog_lightning.storage.checkpoints import read_checkpoint
+from catdog_lightning.training.stages import checkpoint_data
 
 BATCHES = (1, 32)
 

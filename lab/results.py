@@ -18,12 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import ConfigError, DataError, UserError
+from catdog_lightning.errors import ConfigError, DataError, UserError
+
 from .plot import plot
 from .rows import ROWS, ROWS_BY_KEY, Row, current_runs
 
 # The project folder: the runs start its scripts/train.py and friends, and the table lives in its docs/.
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORE = ROOT / "docs" / "results.json"
 DEFAULT_TABLE = ROOT / "docs" / "RESULTS.md"
 DEFAULT_PLOT = ROOT / "docs" / "results.png"
@@ -64,7 +65,7 @@ def load_store(path: Path) -> dict:
 def machine() -> dict:
     import torch
 
-    from ..hardware import cpu_description
+    from catdog_lightning.hardware import cpu_description
 
     return {
         "cpu": cpu_description(),

@@ -18,11 +18,12 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from ..data.synthetic import generate_dataset
-from ..errors import ConfigError, DataError
+from catdog_lightning.data.synthetic import generate_dataset
+from catdog_lightning.errors import ConfigError, DataError
+
 from .benchmark import markdown_table, run_phase
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SIZES = (2000, 10000, 25000)
 TEST_IMAGES = 200  # each run still tests at its end: kept small, the growth is in train/
 EPOCHS = 4

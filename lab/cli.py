@@ -10,20 +10,21 @@ from collections.abc import Sequence
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from ..cli import new_parser, parse_all, run_cli, run_tool
+from catdog_lightning.cli import new_parser, parse_all, run_cli, run_tool
 
 
 def _add_run_flags(parser: ArgumentParser, prefix: str) -> None:
     """--run_name and --logs_dir of the scripts whose runs are named <prefix>_N."""
-    from ..storage.runs import DEFAULT_LOGS_DIR
+    from catdog_lightning.storage.runs import DEFAULT_LOGS_DIR
 
     parser.add_argument("--run_name", type=str | None, default=None, help=f"run directory (default: next {prefix}_N)")
     parser.add_argument("--logs_dir", type=str, default=DEFAULT_LOGS_DIR, help="where run directories are written")
 
 
 def build_numpy_parser() -> ArgumentParser:
-    from ..data import CatDogDataModule
-    from ..numpy_net import INITS
+    from catdog_lightning.data import CatDogDataModule
+    from catdog_lightning.numpy_net import INITS
+
     from .numpy_training import DEFAULTS
 
     parser = new_parser(
@@ -175,7 +176,8 @@ def stress_main(argv: Sequence[str] | None = None) -> int:
 
 
 def loadtest_main(argv: Sequence[str] | None = None) -> int:
-    from ..storage.runs import DEFAULT_LOGS_DIR
+    from catdog_lightning.storage.runs import DEFAULT_LOGS_DIR
+
     from .loadtest import run_loadtest
 
     parser = new_parser(

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
-from ..data import CatDogDataModule
-from ..errors import ConfigError
-from ..numpy_net import LESSON_LAYER_DIMS, NumpyNet, images_to_columns
-from ..storage.runs import DEFAULT_LOGS_DIR, next_run_name
+from catdog_lightning.data import CatDogDataModule
+from catdog_lightning.errors import ConfigError
+from catdog_lightning.numpy_net import LESSON_LAYER_DIMS, NumpyNet, images_to_columns
+from catdog_lightning.storage.runs import DEFAULT_LOGS_DIR, next_run_name
 
 DEFAULTS = {
     "layer_dims": list(LESSON_LAYER_DIMS),

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ..data.scan import scan_labelled_folder
-from ..models import MLP
+from catdog_lightning.data.scan import scan_labelled_folder
+from catdog_lightning.models import MLP
 
 IMAGE_SIZE, BATCH, LR, EPOCHS = 64, 32, 1e-3, 200
 
@@ -121,9 +121,9 @@ def run_lesson(
 
 def run_lesson_cli(args: dict) -> dict:
     """scripts/lesson.py: check the flags, run, print the result."""
-    from ..data.synthetic import DEFAULT_BUILTIN_DIR, ensure_builtin_dataset
-    from ..errors import ConfigError, DataError
-    from ..storage.runs import next_run_name
+    from catdog_lightning.data.synthetic import DEFAULT_BUILTIN_DIR, ensure_builtin_dataset
+    from catdog_lightning.errors import ConfigError, DataError
+    from catdog_lightning.storage.runs import next_run_name
 
     if args["epochs"] < 1:
         raise ConfigError(f"--epochs must be at least 1, got {args['epochs']}; the lesson uses {EPOCHS}.")

@@ -17,12 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-from ..data.scan import find_images
-from ..errors import ConfigError, DataError
-from ..inference.locate import checkpoint_or_latest
-from ..inference.predictor import load_classifier
+from catdog_lightning.data.scan import find_images
+from catdog_lightning.errors import ConfigError, DataError
+from catdog_lightning.inference.locate import checkpoint_or_latest
+from catdog_lightning.inference.predictor import load_classifier
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:

@@ -10,6 +10,7 @@ one table of medians and ratios. It reports; it does not assert.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,11 +18,13 @@ from pathlib import Path
 
 import torch
 
-from ...errors import ConfigError, DataError
+from catdog_lightning.errors import ConfigError, DataError
+
 from .tables import format_table, summarise
 
 PARTS = ("mlp", "cnn", "threads", "backbones")
 ALL_PARTS = (*PARTS, "inference")  # inference times a trained checkpoint: asked for by name
+CHECKOUT = Path(__file__).resolve().parents[2]
 # The pretrained recipes' backbones at their sizes, timed in fp32 and bf16.
 BACKBONE_SETTINGS = (("efficientnet_lite0", 224), ("efficientnet_lite1", 240), ("efficientnet_lite2", 260))
 # (intra-op threads, DataLoader workers) tried for the CNN in bf16; threads 0 is torch's default (one per core).
@@ -30,10 +33,11 @@ THREAD_SETTINGS = ((0, 0), (1, 0), (0, 1), (0, 2))
 
 def run_phase(name: str, **kwargs) -> dict:
     """One phase in a fresh interpreter; its last stdout line is the JSON result."""
-    args = [sys.executable, "-m", "catdog_lightning.lab.benchmark.phases", "--phase", name]
+    args = [sys.executable, "-m", "lab.benchmark.phases", "--phase", name]
     for key, value in kwargs.items():
         args += [f"--{key}", str(value)]
-    out = subprocess.run(args, capture_output=True, text=True, check=True)
+    path = os.pathsep.join(filter(None, [str(CHECKOUT), os.environ.get("PYTHONPATH")]))  # the lab is the checkout's
+    out = subprocess.run(args, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": path})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -89,7 +93,7 @@ def run_benchmark(data_dir: str, epochs: int = 5, parts=PARTS, accelerator: str 
 
 def run_benchmark_cli(args: dict) -> None:
     """scripts/benchmark.py: time the pipelines on ``--data_dir`` (default: the built-in data), print the table."""
-    from ...data import ensure_builtin_dataset
+    from catdog_lightning.data import ensure_builtin_dataset
 
     if args["epochs"] < 2:
         raise ConfigError("--epochs must be at least 2 (the first epoch is not a steady one).")
@@ -98,7 +102,8 @@ def run_benchmark_cli(args: dict) -> None:
     if unknown:
         raise ConfigError(f"--parts takes some of {', '.join(ALL_PARTS)}; {', '.join(unknown)} is not one.")
     if "inference" in parts:
-        from ...inference.locate import checkpoint_or_latest
+        from catdog_lightning.inference.locate import checkpoint_or_latest
+
         from .inference import format_inference, run_inference_benchmark
 
         ckpt = checkpoint_or_latest(args.get("ckpt_path"))

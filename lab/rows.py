@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 SEEDS = (0, 1, 2)
-ROOT = Path(__file__).resolve().parents[2]  # the project folder: rows name its configs/ relative to it
+ROOT = Path(__file__).resolve().parents[1]  # the project folder: rows name its configs/ relative to it
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def as_computed_here(recipe: dict) -> dict:
     """A recipe with its ``auto`` precisions as this machine resolves them: a run stored from a machine that
     computed the same (bf16 where bf16 is fast) is the same measurement; one from a CPU that chose otherwise is
     not, and is measured again."""
-    from ..hardware import resolve_feature_precision, resolve_trainer_precision
+    from catdog_lightning.hardware import resolve_feature_precision, resolve_trainer_precision
 
     recipe = {section: dict(value) if isinstance(value, dict) else value for section, value in recipe.items()}
     trainer, model = recipe.get("trainer") or {}, recipe.get("model") or {}

@@ -1,5 +1,5 @@
 """What the benchmark times, each body run in a fresh Python process (``python -m
-catdog_lightning.lab.benchmark.phases --phase NAME ...``), printing its result as one JSON line.
+lab.benchmark.phases --phase NAME ...``), printing its result as one JSON line.
 
 A fresh process per measurement keeps imports, the page cache of our own tensors and peak RSS from leaking
 between them. The phases: the lesson's loop, the project as a user runs it (the MLP or the CNN recipe), the
@@ -20,17 +20,18 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from ...data import CatDogDataModule, scan_folder
-from ...data.augment import flip_and_crop
-from ...data.cache import load_or_decode
-from ...models import MLP, schedules
-from ...models.backbones import build_backbone
-from ...models.cnn import SmallCNN
-from ...models.layers import Standardize, average_views, zoom_margin
+from catdog_lightning.data import CatDogDataModule, scan_folder
+from catdog_lightning.data.augment import flip_and_crop
+from catdog_lightning.data.cache import load_or_decode
+from catdog_lightning.models import MLP, schedules
+from catdog_lightning.models.backbones import build_backbone
+from catdog_lightning.models.cnn import SmallCNN
+from catdog_lightning.models.layers import Standardize, average_views, zoom_margin
+
 from ..lesson import BATCH, IMAGE_SIZE, LessonDataset, fit_epochs
 
 # The CNN recipe the CNN rows time: the project runs it as a user would, the bare loop does the same work.
-CNN_RECIPE = Path(__file__).resolve().parents[3] / "configs" / "cnn-fast.yaml"
+CNN_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "cnn-fast.yaml"
 
 
 def peak_rss_mb() -> float:
@@ -99,7 +100,7 @@ class _EpochTimer(L.Callback):
 
 def _cnn_recipe(precision: str) -> dict:
     """The recipe's settings as ``scripts/train.py --config configs/cnn-fast.yaml`` would read them."""
-    from ...cli import parse_flags
+    from catdog_lightning.cli import parse_flags
 
     return parse_flags(["--config", str(CNN_RECIPE), "--trainer.precision", precision])
 
@@ -121,7 +122,7 @@ def phase_project(
     **_,
 ) -> dict:
     """``scripts/train.py`` as a user runs it (the default MLP, or the CNN recipe), timed per epoch."""
-    from ...training import train
+    from catdog_lightning.training import train
 
     if threads:
         torch.set_num_threads(threads)
@@ -198,8 +199,8 @@ def phase_backbone(arch: str, image_size: int, precision: str = "32-true", what:
     """Images/s of a pretrained backbone at a recipe's size: its features under no_grad (what a probe computes
     once per photo, in batches of FEATURE_BATCH), or a training step of the whole network (forward, backward,
     AdamW; batch 16, BatchNorm frozen), in fp32 or under bf16 autocast. Random weights: the speed is the same."""
-    from ...models.features import FEATURE_BATCH
-    from ...training.allocator import keep_freed_memory
+    from catdog_lightning.models.features import FEATURE_BATCH
+    from catdog_lightning.training.allocator import keep_freed_memory
 
     keep_freed_memory()
     torch.manual_seed(0)

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..data.synthetic import generate_dataset
+from catdog_lightning.data.synthetic import generate_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 6
 
 
