@@ -103,6 +103,7 @@ def build_server(args: dict, workdir: str | os.PathLike | None = None):
     from ..inference.onnx_runtime import FORMAT
     from .api import CatDogAPI, thread_share
     from .uploads import CheckedUploads
+    from .watch import MONITOR_EVERY_S, WorkerWatch
 
     check(args)
     key = api_key(args)
@@ -134,9 +135,11 @@ def build_server(args: dict, workdir: str | os.PathLike | None = None):
         timeout=args["timeout"],
         max_payload_size=int(args["max_upload_mb"] * 2**20),
         model_metadata=model,
-        restart_workers=True,  # a worker that dies is started again; its requests get a 500, others go on
+        restart_workers=True,  # a worker that dies is started again; its requests get a 503 (WorkerWatch)
         disable_openapi_url=key is not None,  # /docs, /redoc and /openapi.json would answer without the key
     )
+    server.monitor_internal = MONITOR_EVERY_S  # LitServe's spelling; /health is 503 within this of a death
+    server.app.add_middleware(WorkerWatch, server=server)
     # Bodies LitServe's parser would fail on (a 500 and a traceback) are one line and a 4xx before it sees them.
     server.app.add_middleware(
         CheckedUploads, max_bytes=int(args["max_upload_mb"] * 2**20), max_photos=args["max_photos"], api_key=key

@@ -130,11 +130,31 @@ def test_health_info_and_the_page(server, trained):
     assert page.status_code == 200 and '<input id="files" type="file"' in page.text and "/predict" in page.text
 
 
-def test_a_dead_worker_is_restarted_and_the_server_answers_again(server, trained):
+def test_a_dead_worker_fails_its_requests_with_503_at_once_and_is_restarted(trained):
+    """The worker holds a request (collecting a batch for 6 s) when it is killed: the request gets a 503 at once,
+    /health says 503 at once, and the restarted worker answers again."""
     photo = trained[1][0]
-    workers = [pid for pid in children(server.proc.pid) if b"multiprocessing.spawn" in cmdline(pid)]
-    assert len(workers) == 1
-    os.kill(workers[0], signal.SIGKILL)
+    server = Server(trained[0]["best_checkpoint"], "--batch_timeout", "6", "--max_batch_size", "8")
+    try:
+        workers = [pid for pid in children(server.proc.pid) if b"multiprocessing.spawn" in cmdline(pid)]
+        assert len(workers) == 1
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(post, server, files={"image": (photo.name, photo.read_bytes(), "image/jpeg")})
+            time.sleep(1.5)  # the worker has it now, waiting for more requests to fill its batch
+            killed = time.monotonic()
+            os.kill(workers[0], signal.SIGKILL)
+            health = [httpx.get(f"{server.url}/health", timeout=5).status_code for _ in range(3)]
+            answer = held.result(timeout=30)
+        assert answer.status_code == 503 and time.monotonic() - killed < 3, (answer.status_code, answer.text)
+        assert "stopped while answering" in answer.json()["detail"]
+        assert 503 in health
+        restarted_and_answering(server, photo, workers)
+        assert "Traceback" not in server.output()
+    finally:
+        server.stop()
+
+
+def restarted_and_answering(server, photo, workers) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         answer = post(server, files={"image": (photo.name, photo.read_bytes(), "image/jpeg")})
@@ -143,6 +163,7 @@ def test_a_dead_worker_is_restarted_and_the_server_answers_again(server, trained
         time.sleep(0.5)
     assert answer.status_code == 200
     assert [p for p in children(server.proc.pid) if b"multiprocessing.spawn" in cmdline(p)] != workers
+    assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
 
 
 def children(pid: int) -> list[int]:

@@ -73,7 +73,7 @@ def test_train_script_under_ddp_and_its_resume(tiny_config, tmp_path):
     assert first.count("\nResults\n  tested") == 1 and first.count("Data: ") == 1
     assert first.count("Epoch 0:") == first.count("Epoch 1:") == 1, "one line per epoch, not one per process"
     hparams = yaml.safe_load((Path(tiny_config["logs_dir"]) / "version_0" / "hparams.yaml").read_text())
-    assert hparams and hparams["hidden_dims"] == [16, 8], "the hyperparameters, not {}"
+    assert hparams and hparams["net"]["init_args"]["hidden_dims"] == [16, 8], "the hyperparameters, not {}"
     second = run("--ckpt_path", "last", "--trainer.max_epochs", "3")
     logs = Path(tiny_config["logs_dir"])
     assert [p.name for p in logs.iterdir()] == ["version_0"], "both processes joined one run directory"
