@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import warnings
 from argparse import ArgumentError
@@ -132,8 +133,11 @@ def base_flags(argv: list[str]) -> list[str]:
     return argv
 
 
-def make_objective(study_name: str, objective: str, space: dict, argv: list[str], logs_dir: str, parse, train):
-    """The function Optuna calls per trial: the trial's flags through train.py's parser into ``train()``."""
+def make_objective(
+    study_name: str, objective: str, space: dict, argv: list[str], logs_dir: str, parse, train, quiet=None
+):
+    """The function Optuna calls per trial: the trial's flags through train.py's parser into ``train()``;
+    ``quiet`` (a :class:`QuietOnceStopped`) is told when a trial is stopped by a signal."""
     from optuna_integration import PyTorchLightningPruningCallback
 
     def run_trial(trial) -> float:
@@ -149,9 +153,16 @@ def make_objective(study_name: str, objective: str, space: dict, argv: list[str]
             config = parse([*argv, *as_flags(values), "--run_name", name, "--logs_dir", logs_dir,
                             "--best_by", objective, *resume])  # fmt: skip
             metrics = train(config, callbacks=[PyTorchLightningPruningCallback(trial, monitor=objective)])
-        except Interrupted:  # Ctrl-C or SIGTERM: queued again, so continuing the study resumes this run
+        except Interrupted as stop:  # Ctrl-C or SIGTERM: queued again, so continuing the study resumes this run
             trial.study.enqueue_trial(trial.params, user_attrs={"run_dir": str(run.path)}, skip_if_exists=False)
-            raise
+            if quiet is not None:  # Optuna would log the trial as failed, with a traceback
+                quiet.stopped = True
+            said = str(stop).split(";")[0]
+            raise Interrupted(
+                f"{said}; trial {trial.number} is queued again: the same sweep.py command continues the sweep, "
+                f"resuming {run.name} where it stopped.",
+                stop.exit_code,
+            ) from None
         except (UserError, ArgumentError) as exc:  # values train.py refuses: this trial fails, and counts as done
             reason = " ".join(str(exc).split())[:300]
             trial.set_user_attr(REFUSED, reason)
@@ -162,6 +173,17 @@ def make_objective(study_name: str, objective: str, space: dict, argv: list[str]
         return scored(metrics, objective, config)
 
     return run_trial
+
+
+class QuietOnceStopped(logging.Filter):
+    """Optuna's lines off once a trial is stopped by Ctrl-C or SIGTERM: the command says so in one line."""
+
+    def __init__(self):
+        super().__init__()
+        self.stopped = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.stopped
 
 
 def scored(metrics: dict, objective: str, config: dict) -> float:
@@ -226,13 +248,21 @@ def run_sweep(args: dict, argv: list[str], parse) -> dict:
     base = base_flags(argv)
     parse(base)  # the flags every trial shares, checked once before any trial
     logs_dir = args["logs_dir"] or DEFAULT_LOGS_DIR
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_url(args), args["heartbeat_s"])
     study = open_study(storage, name, objective, space, pruning)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if len(done_trials(study)) < args["n_trials"]:
-        study.optimize(
-            make_objective(name, objective, space, base, logs_dir, parse, train),
-            callbacks=[stop_at(args["n_trials"])],
-            gc_after_trial=True,
-        )
+        quiet = QuietOnceStopped()
+        handlers = logging.getLogger("optuna").handlers
+        for handler in handlers:
+            handler.addFilter(quiet)
+        try:
+            study.optimize(
+                make_objective(name, objective, space, base, logs_dir, parse, train, quiet),
+                callbacks=[stop_at(args["n_trials"])],
+                gc_after_trial=True,
+            )
+        finally:
+            for handler in handlers:
+                handler.removeFilter(quiet)
     return report(study, name, objective, space, base, logs_dir, parse)

@@ -263,3 +263,20 @@ def test_text_choices_arrive_as_text_and_ranges_follow_optunas_rules(sweep_files
         assert sweep_main([*sweep_args(search, logs), *flags]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and says in err, err
+
+
+def test_ctrl_c_stops_a_sweep_in_one_line_and_running_it_again_resumes_the_trial(sweep_files):
+    search, flags, logs = sweep_files
+    slow = [*flags, "--trainer.max_epochs", "400"]
+    worker = run_sweep_process(search, logs, slow, "--n_trials", "1", start_new_session=True)
+    last = logs / "tiny-trial0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 180
+    while not last.exists():
+        assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()
+        time.sleep(0.2)
+    os.killpg(worker.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole group
+    out, err = worker.communicate(timeout=120)
+    assert worker.returncode == 130, err
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert "sweep.py" in err and "again" in err  # how to go on
+    assert [t.state.name for t in study(logs).trials][-1] == "WAITING", "queued again, to resume its run"
