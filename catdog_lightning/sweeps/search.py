@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..storage.yaml_files import read_yaml_file
+from ..training.fit import check_settings
 from ..training.settings import check_class_paths
 
 OBJECTIVES = {"val/acc": "maximize", "val/loss": "minimize"}
@@ -57,7 +58,7 @@ def read_search_space(path: str | Path, parse, allowed: tuple[str, ...] = ()) ->
         parameters[flag] = _parameter(path, str(flag), value)
         for example in _examples(parameters[flag]):
             try:
-                parse(as_flags({flag: example}))
+                check_settings(parse(as_flags({flag: example})))  # its type, then its range, as a run checks them
             except Exception as exc:  # noqa: BLE001 (jsonargparse's or our own refusal, said in one line below)
                 reason = " ".join(str(exc).split())[:200]
                 raise ConfigError(f"--search {path}: {flag} = {example!r}: not a train.py setting ({reason})") from None

@@ -103,6 +103,53 @@ def join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, c
     return time.perf_counter() - start, note
 
 
+def resolved_settings(config: dict) -> dict:
+    """The top-level settings, checked and with their defaults (what config.yaml records beside data and model)."""
+    seed = config.get("seed_everything", DEFAULT_SEED)
+    seed = DEFAULT_SEED if seed is None else int(seed)
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"--seed_everything must be between 0 and 2**32 - 1 (NumPy's seeds), got {seed}.")
+    test_checkpoint = config.get("test_checkpoint") or "best"
+    if test_checkpoint not in ("best", "last"):
+        raise ConfigError(f"--test_checkpoint must be best or last, got {test_checkpoint!r}.")
+    settings = {
+        "trainer": {**TRAINER_DEFAULTS, **(config.get("trainer") or {})},
+        "seed_everything": seed,
+        "checkpoint_every_n_steps": _count_flag(config, "checkpoint_every_n_steps"),
+        "log_images": bool(config.get("log_images", True)),
+        "early_stopping_patience": _count_flag(config, "early_stopping_patience"),
+        "test_checkpoint": test_checkpoint,
+        "best_by": config.get("best_by") or "val/acc",
+    }
+    if settings["best_by"] not in BEST_MODE:
+        raise ConfigError(f"--best_by must be one of {', '.join(BEST_MODE)}, got {settings['best_by']!r}.")
+    max_epochs = settings["trainer"].get("max_epochs")
+    if max_epochs is not None and int(max_epochs) != -1 and int(max_epochs) < 1:
+        raise ConfigError(
+            f"--trainer.max_epochs must be at least 1 (or -1: until stopped), got {max_epochs}: a run that trains "
+            "no epoch has no checkpoint to test."
+        )
+    return settings
+
+
+def check_settings(config: dict) -> None:
+    """Every value of ``config`` checked as a run would check it, without reading a photo or a run folder: the
+    top-level settings, the DataModule's and (when any is given) the model's ranges. A sweep checks each end of
+    its ranges this way before its first trial."""
+    resolved_settings(config)
+    data = CatDogDataModule(**dict(config.get("data") or {}))
+    if config.get("model"):
+        refuse_renamed(config["model"])
+        CatDogClassifier(**{**config["model"], "image_size": data.hparams.image_size})
+
+
+def refuse_renamed(model: dict) -> None:
+    """A settings dict of before the network was a parameter of its own: one line naming the new setting."""
+    for key in model:
+        if f"model.{key}" in RENAMED:
+            raise ConfigError(f"model.{key} is now {RENAMED[f'model.{key}']}; see docs/your-network.md.")
+
+
 def data_and_model(config: dict, seed: int) -> tuple[CatDogDataModule, CatDogClassifier]:
     """The run's DataModule, set up, and its model (the net's input size follows the data's)."""
     datamodule = CatDogDataModule(**dict(config.get("data") or {}))
@@ -110,9 +157,7 @@ def data_and_model(config: dict, seed: int) -> tuple[CatDogDataModule, CatDogCla
     if datamodule.hparams.val_fraction == 0:
         raise ConfigError("--data.val_fraction 0 leaves no validation images to pick the best checkpoint; try 0.1.")
     model_cfg = {**(config.get("model") or {}), "image_size": datamodule.hparams.image_size}
-    for key in model_cfg:
-        if f"model.{key}" in RENAMED:  # a settings dict of before the network was a parameter of its own
-            raise ConfigError(f"model.{key} is now {RENAMED[f'model.{key}']}; see docs/your-network.md.")
+    refuse_renamed(model_cfg)
     L.seed_everything(seed, workers=True, verbose=False)
     model = CatDogClassifier(**model_cfg)
     # Decode (or load from cache) before anything else, so data errors surface before any Lightning output
@@ -140,30 +185,8 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     logs_dir = Path(config.get("logs_dir") or DEFAULT_LOGS_DIR)
     allowed = tuple(config.get("allow_modules") or ())  # from the command line only (see cli.parse_flags)
     ckpt, run, config = resolve_run(config, logs_dir, allowed)
-    seed = config.get("seed_everything", DEFAULT_SEED)
-    seed = DEFAULT_SEED if seed is None else int(seed)
-    if not 0 <= seed < 2**32:
-        raise ConfigError(f"--seed_everything must be between 0 and 2**32 - 1 (NumPy's seeds), got {seed}.")
-    test_checkpoint = config.get("test_checkpoint") or "best"
-    if test_checkpoint not in ("best", "last"):
-        raise ConfigError(f"--test_checkpoint must be best or last, got {test_checkpoint!r}.")
-    settings = {  # the top-level settings, resolved (what config.yaml records beside data/model/trainer)
-        "trainer": {**TRAINER_DEFAULTS, **(config.get("trainer") or {})},
-        "seed_everything": seed,
-        "checkpoint_every_n_steps": _count_flag(config, "checkpoint_every_n_steps"),
-        "log_images": bool(config.get("log_images", True)),
-        "early_stopping_patience": _count_flag(config, "early_stopping_patience"),
-        "test_checkpoint": test_checkpoint,
-        "best_by": config.get("best_by") or "val/acc",
-    }
-    if settings["best_by"] not in BEST_MODE:
-        raise ConfigError(f"--best_by must be one of {', '.join(BEST_MODE)}, got {settings['best_by']!r}.")
-    max_epochs = settings["trainer"].get("max_epochs")
-    if max_epochs is not None and int(max_epochs) != -1 and int(max_epochs) < 1:
-        raise ConfigError(
-            f"--trainer.max_epochs must be at least 1 (or -1: until stopped), got {max_epochs}: a run that trains "
-            "no epoch has no checkpoint to test."
-        )
+    settings = resolved_settings(config)
+    seed = settings["seed_everything"]
     if (line := with_precision_resolved(settings["trainer"])[1]) and is_main_process():
         print(line, flush=True)  # before decoding and features: a slow choice is seen before it costs
     datamodule, model = data_and_model(config, seed)

@@ -115,6 +115,9 @@ def test_a_killed_worker_s_trial_is_retried_and_resumes_its_run(sweep_files):
         ({"parameters": {"model.learning_rate": [0.1]}}, [], "model.learning_rate = 0.1: not a train.py setting"),
         ({"parameters": {"model.lr": {"low": 0.1, "high": 0.01}}}, [], "an empty range"),
         ({"parameters": {"model.lr": []}}, [], "an empty list of choices"),
+        ({"parameters": {"data.batch_size": {"low": -100, "high": 64}}}, [], "--data.batch_size must be between 1"),
+        ({"parameters": {"trainer.max_epochs": {"low": 0, "high": 5}}}, [], "--trainer.max_epochs must be at least 1"),
+        ({"parameters": {"model.net.init_args.dropout": [0.1, 1.5]}}, [], "dropout must be in [0, 1), got 1.5"),
         ({"objective": "test/acc", "parameters": {"model.lr": [0.1]}}, [], "objective must be one of"),
         (SEARCH, ["--storage", "postgresql://127.0.0.1:1/nothing"], "--storage postgresql://127.0.0.1:1/nothing"),
         (SEARCH, ["--run_name", "x"], "--run_name: sweep.py sets it"),
@@ -239,11 +242,12 @@ def test_a_foreign_sqlite_file_is_refused_untouched(sweep_files, tmp_path, capsy
 def test_a_sweep_whose_every_trial_is_refused_ends_in_lines_not_tracebacks(sweep_files, tmp_path, capsys):
     _, flags, logs = sweep_files
     search = tmp_path / "refused.yaml"
-    search.write_text(yaml.safe_dump({"parameters": {"model.lr": [-1.0, -2.0]}}))  # a float, but not a rate
+    # A value each setting takes, refused only by the run that joins them (no validation photos to pick a best).
+    search.write_text(yaml.safe_dump({"parameters": {"data.val_fraction": [0.0]}}))
     assert sweep_main([*sweep_args(search, logs, "--n_trials", "2"), *flags]) == 2
     captured = capsys.readouterr()
     refused = [line for line in captured.out.splitlines() if line.startswith("trial ") and "refused" in line]
-    assert len(refused) == 2 and all("--model.lr must be positive" in line for line in refused)
+    assert len(refused) == 2 and all("--data.val_fraction 0 leaves no validation" in line for line in refused)
     assert "Traceback" not in captured.out + captured.err
     assert "no completed trial" in captured.err and captured.err.count("\n") == 1
 
