@@ -5,19 +5,24 @@ unkind to it: ``kill -9`` at a random moment (some land inside checkpoint and co
 until the run is done; two runs started at the same moment; a resume of a run that is still training;
 a log or cache folder on a tiny full tmpfs (where this machine lets us mount one); a run folder whose
 config.yaml names code; a kill in epoch 0, before any validation; a YAML bomb; a copied run folder trained
-further; a kill while decoding on worker processes. It prints faults tried,
+further; a kill while decoding on worker processes; and the server: kill -TERM of serve.py, and kill -9 of its
+inference worker while it holds a request. It prints faults tried,
 survived (the run ends with its results, or the refusal is one line with exit code 2) and identical (the
 resumed run's final weights equal those of the same run left alone).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -190,7 +195,7 @@ def killed_while_decoding(data: Path, work: Path, reference: dict) -> tuple[bool
     proc = subprocess.Popen([sys.executable, "-c", SLOW_DECODE, *paths], stdout=subprocess.PIPE, text=True)
     proc.stdout.readline()
     time.sleep(1.5)
-    workers = [int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    workers = descendants(proc.pid)
     proc.kill()
     proc.wait()
     eof = proc.stdout.read() == ""
@@ -198,6 +203,92 @@ def killed_while_decoding(data: Path, work: Path, reference: dict) -> tuple[bool
     alive = [w for w in workers if running(w)]
     survived = eof and len(workers) == 2 and not alive
     return survived, survived
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            kids = [
+                int(c) for t in Path(f"/proc/{current}/task").iterdir() for c in (t / "children").read_text().split()
+            ]
+        except OSError:
+            continue
+        found += kids
+        todo += kids
+    return found
+
+
+def server_sigterm(ckpt: Path) -> tuple[bool, bool]:
+    """kill -TERM of serve.py's main process alone (what systemd, Docker and kill send): every process of its tree
+    ends, the port is free, exit code 0, one line."""
+    from .loadtest import free_port, start_server
+
+    port = free_port()
+    server = start_server(str(ckpt), port, [])
+    tree = descendants(server.pid)
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    time.sleep(1)
+    with socket.socket() as sock:
+        free = sock.connect_ex(("127.0.0.1", port)) != 0
+    said = server.stderr.read()
+    survived = server.returncode == 0 and free and not any(running(p) for p in tree) and "Traceback" not in said
+    return survived, survived
+
+
+def worker_killed_mid_request(ckpt: Path, photo: Path) -> tuple[bool, bool]:
+    """kill -9 of the inference worker while it holds a request: that request gets a 503 at once, /health is 503,
+    and the restarted worker answers the next one."""
+    import httpx
+
+    from .loadtest import free_port, start_server
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(str(ckpt), port, ["--batch_timeout", "6", "--max_batch_size", "8"])
+    try:
+        (worker,) = [p for p in descendants(server.pid) if b"multiprocessing.spawn" in _cmdline(p)]
+        files = {"image": (photo.name, photo.read_bytes(), "image/jpeg")}
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(httpx.post, f"{url}/predict", files=files, timeout=60)
+            time.sleep(1.5)  # the worker holds it, filling its batch
+            killed = time.monotonic()
+            os.kill(worker, signal.SIGKILL)
+            health = health_within(url, 1.0)
+            answer = held.result()
+        at_once = answer.status_code == 503 and time.monotonic() - killed < 3 and 503 in health
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if httpx.post(f"{url}/predict", files=files, timeout=60).status_code == 200:
+                return at_once, at_once
+            time.sleep(0.5)
+        return False, False
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def health_within(url: str, seconds: float) -> list[int]:
+    """/health's answers over ``seconds``, every 0.05 s (the server's monitor looks every 0.1 s)."""
+    import httpx
+
+    answers, stop = [], time.monotonic() + seconds
+    while time.monotonic() < stop:
+        answers.append(httpx.get(f"{url}/health", timeout=5).status_code)
+        time.sleep(0.05)
+    return answers
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def running(pid: int) -> bool:
@@ -238,5 +329,8 @@ def run_stress(args: dict) -> None:
     record("YAML bomb in --config", yaml_bomb(data, base / "bomb", reference))
     record("a copied run folder, trained further", copied_run_folder(data, base / "copied", reference))
     record("kill -9 while decoding on 2 workers", killed_while_decoding(data, base / "decoding", reference))
+    ckpt = reference_run / "logs" / "r" / "checkpoints" / "last.ckpt"
+    record("kill -TERM of serve.py", server_sigterm(ckpt))
+    record("kill -9 of serve.py's worker mid-request", worker_killed_mid_request(ckpt, next(data.rglob("*.jpg"))))
     print(f"faults tried {tally['tried']} / survived {tally['survived']} / identical {tally['identical']}")
     shutil.rmtree(base, ignore_errors=True)

@@ -8,6 +8,7 @@ LitServe's placeholder).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -170,6 +171,12 @@ def serve_command(args: dict) -> None:
         stopped_by.append(signum)
         raise KeyboardInterrupt
 
+    # LitServe's worker monitor asks its manager process every 0.1 s (serving/watch.py) whether to go on; once
+    # the shutdown has ended that process the question fails, and LitServe logs it with a traceback (its daemon
+    # thread may do so as this process exits, after this function: so the filter stays).
+    monitor_log = logging.getLogger("litserve.server")
+    after_stop = OnceStopped(stopped_by, "Monitoring worker crashed")
+    monitor_log.addFilter(after_stop)
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with tempfile.TemporaryDirectory(prefix="catdog-serve-") as workdir:
@@ -184,6 +191,17 @@ def serve_command(args: dict) -> None:
     if signum == signal.SIGINT:
         raise Interrupted(line, 130)
     print(line, file=sys.stderr)
+
+
+class OnceStopped(logging.Filter):
+    """Drops ``message`` once ``stopped`` holds a signal: what a library logs as its processes go down on purpose."""
+
+    def __init__(self, stopped: list, message: str):
+        super().__init__()
+        self.stopped, self.message = stopped, message
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.stopped and record.getMessage().startswith(self.message))
 
 
 def _serve(args: dict, workdir: str) -> None:

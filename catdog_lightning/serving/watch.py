@@ -37,9 +37,9 @@ class WorkerWatch:
     async def watch(self) -> None:
         ready = False
         while True:
-            try:  # a shared dict: read in a thread, not on the event loop
-                states = await asyncio.to_thread(lambda: dict(self.server.workers_setup_status))
-            except (OSError, EOFError, BrokenPipeError):  # the server is shutting down
+            try:  # a dict LitServe's manager process shares: a local round trip of well under a millisecond
+                states = dict(self.server.workers_setup_status)
+            except (OSError, EOFError):  # the manager has gone: the server is shutting down
                 return
             now = all_ready(states)
             if ready and not now:
