@@ -11,6 +11,7 @@ each command's body is with its subject. The lab's programs have their own parse
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -44,7 +45,13 @@ from .training.trainer import known_warnings_quiet
 
 
 def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None = None) -> dict:
-    """The flags given on the command line (and in ``--config``), validated, as a nested dict."""
+    """The settings given on the command line (and in its settings files), validated, as a nested dict.
+
+    The parse is LightningCLI's (:class:`~catdog_lightning.training.settings.CatDogCLI`: every value checked, the
+    links applied, ``--help`` and ``--print_config`` answered). Only the settings named are passed on, so a
+    resumed run keeps its saved settings unless a flag or file names one; what else is written here are the
+    checks before the parse (jsonargparse imports a class_path's module to check its type).
+    """
     parser = parser or settings_parser()
     argv = expand_net_names(list(sys.argv[1:] if argv is None else argv))
     allowed = flag_values(argv, "--allow_modules")
@@ -54,7 +61,7 @@ def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None
         for value in flag_values(argv, flag):
             check_class_paths({"model": {"net": value if isinstance(value, dict) else {"class_path": value}}}, flag,
                               allowed)  # fmt: skip
-    net_named = any(token.split("=")[0] in ("--model.net", "--model.net.class_path") for token in argv)
+    files = []
     # Every settings file and inline value is read here, with limits, and checked before jsonargparse sees it (it
     # would import a class_path's module to check its type): --config, and a group given whole (--trainer FILE).
     for flag in ("--config", *(f"--{group}" for group in SETTING_GROUPS)):
@@ -65,13 +72,13 @@ def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None
                 settings = {flag[2:]: settings}
             check_class_paths(settings, source, allowed)
             check_built_only(settings, source)
-            net_named |= isinstance(settings, dict) and "net" in (settings.get("model") or {})
             check_no_file_references(settings, source)
+            files.append(settings)
             unknown = unknown_settings(settings, known) if isinstance(settings, dict) else []
             if unknown:
                 raise ConfigError(f"{source}: not settings of train.py: {', '.join(unknown)}.")
     try:
-        parser.parse_args(argv)  # validates every value, and handles --help / --print_config
+        parsed = parser.parse_args(argv).as_dict()  # validates every value, and handles --help / --print_config
     except ArgumentError as exc:
         flags = re.fullmatch(r"unrecognized arguments: (.*)", " ".join(str(exc).split()))
         if not flags:
@@ -80,16 +87,45 @@ def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None
         options = [f"--{name}" for name in known]
         hints = [flag + did_you_mean(flag, options) for flag in named] or [flags.group(1)]
         raise ArgumentError(None, f"unknown flag {', '.join(hints)}") from None
-    given = parser.parse_args(argv, defaults=False).as_dict()
-    net = given.get("model", {}).get("net")
-    if isinstance(net, dict) and not net_named:  # only init_args given: the class is the run's (or the default)
-        net.pop("class_path", None)
-    given.pop("config", None)
+    given = named_settings(parsed, [*flag_names(argv), *(name for s in files for name in dotted_names(s))])
     given.pop("allow_modules", None)  # from the command line alone: a file never allows code for itself
     if allowed:
         given["allow_modules"] = list(allowed)
-    if "logs_dir" not in given:
-        given["logs_dir"] = parser.get_defaults().logs_dir
+    given["logs_dir"] = parsed["logs_dir"]
+    return given
+
+
+NOT_SETTINGS = ("config", "print_config", "help", "allow_modules", *SETTING_GROUPS)
+
+
+def flag_names(argv: Sequence[str]) -> list[str]:
+    """The settings ``argv``'s flags name, dotted: ``--model.net.init_args.dropout=0.1`` names
+    model.net.init_args.dropout."""
+    names = [token[2:].split("=")[0].rstrip("+") for token in argv if token.startswith("--")]
+    return [name for name in names if name not in NOT_SETTINGS and not name.endswith(".help")]
+
+
+def dotted_names(settings: object, prefix: str = "") -> list[str]:
+    """The settings a settings file names, dotted, down to each value (a network's class_path and each init_arg)."""
+    if not isinstance(settings, dict) or not settings:
+        return [prefix] if prefix else []
+    return [name for key, value in settings.items() for name in dotted_names(value, f"{prefix}.{key}".lstrip("."))]
+
+
+def named_settings(parsed: dict, names: Sequence[str]) -> dict:
+    """The parsed values of the settings ``names`` names, nested as the parse nests them."""
+    given: dict = {}
+    for name in names:
+        keys, value = name.split("."), parsed
+        for key in keys:
+            if not isinstance(value, dict) or key not in value:
+                break
+            value = value[key]
+        else:
+            target = given
+            for key in keys[:-1]:
+                target = target.setdefault(key, {})
+            target[keys[-1]] = copy.deepcopy(value)
     return given
 
 

@@ -39,6 +39,7 @@ def expand(net: str | dict | None) -> dict:
     if not isinstance(net, dict) or not isinstance(net.get("init_args") or {}, dict):
         raise ConfigError(f"{FLAG}: give a short name ({', '.join(SHORT_NAMES[:3])}, ...) or class_path and init_args.")
     path, init_args = str(net.get("class_path") or MLP_PATH), dict(net.get("init_args") or {})
+    init_args.pop("image_size", None)  # the data's, always (a parser fills in the class's default)
     path = EXPORTED.get(path, path)
     if path in ("mlp", "cnn"):
         path = MLP_PATH if path == "mlp" else CNN_PATH

@@ -1,10 +1,11 @@
 """A run's settings: their schema, and the checks a settings file goes through before anything uses it.
 
-The schema is train.py's flags: jsonargparse builds ``--data.*``, ``--model.*`` and ``--trainer.*`` from the
-signatures of ``CatDogDataModule``, ``CatDogClassifier`` and ``lightning.Trainer`` (as LightningCLI does), so
-their docstrings are the help text. A run's ``config.yaml`` and a ``--config`` file are checked against it
-like flags, and the classes they name (``trainer.callbacks``, ``trainer.logger``) must come from an
-allowed module, checked before anything is imported: a settings file is data, never code.
+The schema is train.py's flags, built by Lightning's ``LightningCLI`` (:class:`CatDogCLI`): ``--data.*``,
+``--model.*`` and ``--trainer.*`` from the signatures of ``CatDogDataModule``, ``CatDogClassifier`` and
+``lightning.Trainer``, so their docstrings are the help text. A run's ``config.yaml`` and a ``--config`` file are
+checked against it like flags, and the classes they name (``model.net``, ``trainer.callbacks``,
+``trainer.logger``) must come from an allowed module, checked before anything is imported: a settings file is
+data, never code.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import difflib
 import re
 from argparse import ArgumentError
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning as L
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ArgumentParser
 from lightning.fabric.connector import _PRECISION_INPUT
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ..allow_list import check_class_paths, class_paths
 from ..data import CatDogDataModule
@@ -37,79 +40,133 @@ def new_parser(prog: str, description: str) -> ArgumentParser:
     return ArgumentParser(prog=prog, description=description, exit_on_error=False, allow_abbrev=False)
 
 
+DESCRIPTION = (
+    "Train the cat/dog classifier, then test its best checkpoint. With no flags: the built-in synthetic dataset. "
+    "Runs go to lightning_logs/<run_name>/; watch: tensorboard --logdir lightning_logs"
+)
+
+
+class CatDogCLI(LightningCLI):
+    """train.py's command line on Lightning's ``LightningCLI``.
+
+    LightningCLI builds the parser: ``--data.*``, ``--model.*`` (the network by class_path) and ``--trainer.*``
+    from the signatures of the DataModule, the LightningModule and ``lightning.Trainer`` (their docstrings are
+    the help), ``--config`` and ``--print_config``, ``--seed_everything``, the trainer defaults, and the
+    image-size link from the data to the model (``link_arguments``). The hooks below add what a run needs
+    beyond that (resuming, its folder, the checks) and leave two things to ``train()``: seeding and building
+    the classes, because a resumed run's saved settings (its config.yaml) decide both, and they are read only
+    once the run is known.
+    """
+
+    def __init__(self, args: Sequence[str] = ()):
+        super().__init__(
+            CatDogClassifier,
+            CatDogDataModule,
+            save_config_callback=None,  # train() writes the run's config.yaml, resolved, inside its run folder
+            trainer_defaults=TRAINER_DEFAULTS,
+            seed_everything_default=DEFAULT_SEED,
+            parser_kwargs={
+                "prog": "train.py",
+                "description": DESCRIPTION,
+                "exit_on_error": False,
+                "allow_abbrev": False,
+            },  # fmt: skip
+            auto_configure_optimizers=False,  # the LightningModule configures its own
+            load_from_checkpoint_support=False,  # checkpoints load through models.loading (the allow-list first)
+            args=list(args),
+            run=False,
+        )
+
+    def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--seed_everything", type=int, default=self.seed_everything_default, help="seed of weights and shuffling"
+        )
+
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(CatDogDataModule, "data")
+        parser.add_lightning_class_args(CatDogClassifier, "model")
+        # The Trainer's, less what a run sets itself; precision also takes auto.
+        parser.add_class_arguments(L.Trainer, "trainer", skip=TRAINER_OWNED | {"precision"}, fail_untyped=False,
+                                   instantiate=False, sub_configs=True)  # fmt: skip
+        parser.add_argument(
+            "--trainer.precision",
+            type=Literal["auto"] | _PRECISION_INPUT | None,
+            default=None,
+            help="Lightning's precision (32-true, bf16-mixed, 16-mixed, ...), or auto: bf16-mixed where this "
+            "machine computes bf16 natively (AMX or AVX512-BF16 CPUs, GPUs with bf16), 32-true elsewhere "
+            "(default: 32-true)",
+        )
+        parser.set_defaults({f"trainer.{k}": v for k, v in self.trainer_defaults.items()})
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.image_size", "model.image_size")  # the network's input is the data's
+        parser.add_argument(
+            "--ckpt_path",
+            type=str | None,
+            default=None,
+            help="resume: 'last' (the most recent run, or --run_name's) or a checkpoint file",
+        )
+        parser.add_argument(
+            "--run_name",
+            type=str | None,
+            default=None,
+            help="run directory name under --logs_dir (default: the next version_N)",
+        )
+        parser.add_argument("--logs_dir", type=str, default=DEFAULT_LOGS_DIR, help="where run directories are written")
+        parser.add_argument(
+            "--allow_modules",
+            type=list[str] | str,
+            default=[],
+            help="modules beyond Lightning and catdog_lightning whose classes a config file or a resumed run may "
+            "name: one (mypackage) or a list ([mypackage, other]); given on the command line only, never read from "
+            "a file",
+        )
+        parser.add_argument(
+            "--checkpoint_every_n_steps",
+            type=int,
+            default=0,
+            help="also rewrite last.ckpt every N training steps, for long epochs (0 = off)",
+        )
+        parser.add_argument(
+            "--early_stopping_patience",
+            type=int,
+            default=0,
+            help="stop after N epochs without a better val/acc (0 = off)",
+        )
+        parser.add_argument(
+            "--test_checkpoint",
+            type=Literal["best", "last"],
+            default="best",
+            help="checkpoint the test split measures: best (highest val/acc) or last (the end of training, "
+            "better after a schedule that anneals the learning rate, when a small validation set is noisy)",
+        )
+        parser.add_argument(
+            "--best_by",
+            type=Literal["val/acc", "val/loss"],
+            default="val/acc",
+            help="what makes best.ckpt (and early stopping) best: the highest val/acc, or the lowest val/loss (a "
+            "steadier pick on a small validation split whose accuracy moves by whole photos)",
+        )
+        parser.add_argument(
+            "--log_images",
+            type=bool,
+            default=True,
+            help="TensorBoard pictures: validation predictions, confusion matrix, PR curve, model graph",
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Sequence[str]) -> None:
+        self.config = parser.parse_args(args)  # LightningCLI's, without its warning about sys.argv: args are given
+
+    def _set_seed(self) -> None:
+        """train() seeds each run itself, a resumed one with its saved seed."""
+
+    def instantiate_classes(self) -> None:
+        """train() builds the classes, once the run (a new one, or a resumed one's saved settings) is known."""
+
+
 def settings_parser() -> ArgumentParser:
     """train.py's flags: a run's settings, and the checks a settings file (config.yaml, --config) goes through."""
-    parser = new_parser(
-        "train.py",
-        "Train the cat/dog classifier, then test its best checkpoint. With no flags: the built-in "
-        "synthetic dataset. Runs go to lightning_logs/<run_name>/; watch: tensorboard --logdir lightning_logs",
-    )
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML config file (e.g. a run's config.yaml)")
-    parser.add_class_arguments(CatDogDataModule, "data")
-    parser.add_class_arguments(CatDogClassifier, "model", skip={"image_size"})  # follows --data.image_size
-    parser.add_class_arguments(L.Trainer, "trainer", skip=TRAINER_OWNED | {"precision"})
-    parser.add_argument(
-        "--trainer.precision",
-        type=Literal["auto"] | _PRECISION_INPUT | None,
-        default=None,
-        help="Lightning's precision (32-true, bf16-mixed, 16-mixed, ...), or auto: bf16-mixed where this machine "
-        "computes bf16 natively (AMX or AVX512-BF16 CPUs, GPUs with bf16), 32-true elsewhere (default: 32-true)",
-    )
-    parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
-    parser.add_argument("--seed_everything", type=int, default=DEFAULT_SEED, help="seed for weights and shuffling")
-    parser.add_argument(
-        "--ckpt_path",
-        type=str | None,
-        default=None,
-        help="resume: 'last' (the most recent run, or --run_name's) or a checkpoint file",
-    )
-    parser.add_argument(
-        "--run_name",
-        type=str | None,
-        default=None,
-        help="run directory name under --logs_dir (default: the next version_N)",
-    )
-    parser.add_argument("--logs_dir", type=str, default=DEFAULT_LOGS_DIR, help="where run directories are written")
-    parser.add_argument(
-        "--allow_modules",
-        type=list[str] | str,
-        default=[],
-        help="modules beyond Lightning and catdog_lightning whose classes a config file or a resumed run may "
-        "name: one (mypackage) or a list ([mypackage, other]); given on the command line only, never read from a file",
-    )
-    parser.add_argument(
-        "--checkpoint_every_n_steps",
-        type=int,
-        default=0,
-        help="also rewrite last.ckpt every N training steps, for long epochs (0 = off)",
-    )
-    parser.add_argument(
-        "--early_stopping_patience",
-        type=int,
-        default=0,
-        help="stop after N epochs without a better val/acc (0 = off)",
-    )
-    parser.add_argument(
-        "--test_checkpoint",
-        type=Literal["best", "last"],
-        default="best",
-        help="checkpoint the test split measures: best (highest val/acc) or last (the end of training, "
-        "better after a schedule that anneals the learning rate, when a small validation set is noisy)",
-    )
-    parser.add_argument(
-        "--best_by",
-        type=Literal["val/acc", "val/loss"],
-        default="val/acc",
-        help="what makes best.ckpt (and early stopping) best: the highest val/acc, or the lowest val/loss (a "
-        "steadier pick on a small validation split whose accuracy moves by whole photos)",
-    )
-    parser.add_argument(
-        "--log_images",
-        type=bool,
-        default=True,
-        help="TensorBoard pictures: validation predictions, confusion matrix, PR curve, model graph",
-    )
-    return parser
+    return CatDogCLI().parser
 
 
 TYPE_WORDS = {"float": "a number", "int": "a whole number", "bool": "true or false", "str": "text"}
