@@ -1,9 +1,9 @@
-"""The product's command lines: LightningCLI-style flags, friendly errors.
+"""The product's command lines: what each command sets for its process, friendly errors, the small parsers.
 
-train.py's flags are a run's settings (:mod:`catdog_lightning.training.settings` builds them from the
-signatures of the DataModule, the LightningModule and ``lightning.Trainer``, as LightningCLI does). Only
-the flags actually given are passed on to ``train()``, so a resumed run keeps its saved settings unless a
-flag overrides them.
+train.py's flags are a run's settings, parsed by Lightning's LightningCLI (``CatDogCLI`` in
+:mod:`catdog_lightning.training.settings`, with the checks a run needs around its parse). Only the settings a
+flag or a file names are passed on to ``train()``, so a resumed run keeps its saved settings unless one is
+named again.
 
 The parsers of the product's commands (train, predict, evaluate, export) live here, and nothing else does:
 each command's body is with its subject. The lab's programs have their own parsers in ``lab/cli.py``.
@@ -11,160 +11,27 @@ each command's body is with its subject. The lab's programs have their own parse
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
-import re
 import sys
 import threading
 import warnings
 from argparse import ArgumentError
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 from jsonargparse import ArgumentParser
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from .errors import CatDogWarning, ConfigError, Interrupted, UserError
-from .models.nets import SHORT_NAMES, expand
-from .storage.yaml_files import load_yaml, read_yaml_file
-from .training.settings import (
-    SETTING_GROUPS,
-    check_built_only,
-    check_class_paths,
-    check_no_file_references,
-    did_you_mean,
-    known_settings,
-    new_parser,
-    one_line,
-    settings_parser,
-    unknown_settings,
-)
+from .errors import CatDogWarning, Interrupted, UserError
+from .training.settings import CatDogCLI, new_parser, one_line
 from .training.trainer import known_warnings_quiet
 
 
-def parse_flags(argv: Sequence[str] | None = None, parser: ArgumentParser | None = None) -> dict:
-    """The settings given on the command line (and in its settings files), validated, as a nested dict.
-
-    The parse is LightningCLI's (:class:`~catdog_lightning.training.settings.CatDogCLI`: every value checked, the
-    links applied, ``--help`` and ``--print_config`` answered). Only the settings named are passed on, so a
-    resumed run keeps its saved settings unless a flag or file names one; what else is written here are the
-    checks before the parse (jsonargparse imports a class_path's module to check its type).
-    """
-    parser = parser or settings_parser()
-    argv = expand_net_names(list(sys.argv[1:] if argv is None else argv))
-    allowed = flag_values(argv, "--allow_modules")
-    allowed = tuple(str(m) for value in allowed for m in (value if isinstance(value, list) else [value]))
-    known = known_settings(parser)
-    for flag in ("--model.net", "--model.net.class_path"):  # a network named on the command line: the same gate
-        for value in flag_values(argv, flag):
-            check_class_paths({"model": {"net": value if isinstance(value, dict) else {"class_path": value}}}, flag,
-                              allowed)  # fmt: skip
-    files = []
-    # Every settings file and inline value is read here, with limits, and checked before jsonargparse sees it (it
-    # would import a class_path's module to check its type): --config, and a group given whole (--trainer FILE).
-    for flag in ("--config", *(f"--{group}" for group in SETTING_GROUPS)):
-        for value in flag_values(argv, flag):
-            source = value if isinstance(value, str) and Path(value).is_file() else flag
-            settings = read_yaml_file(value) if source != flag else value
-            if flag != "--config":
-                settings = {flag[2:]: settings}
-            check_class_paths(settings, source, allowed)
-            check_built_only(settings, source)
-            check_no_file_references(settings, source)
-            files.append(settings)
-            unknown = unknown_settings(settings, known) if isinstance(settings, dict) else []
-            if unknown:
-                raise ConfigError(f"{source}: not settings of train.py: {', '.join(unknown)}.")
-    try:
-        parsed = parser.parse_args(argv).as_dict()  # validates every value, and handles --help / --print_config
-    except ArgumentError as exc:
-        flags = re.fullmatch(r"unrecognized arguments: (.*)", " ".join(str(exc).split()))
-        if not flags:
-            raise
-        named = [token.split("=")[0] for token in flags.group(1).split() if token.startswith("--")]
-        options = [f"--{name}" for name in known]
-        hints = [flag + did_you_mean(flag, options) for flag in named] or [flags.group(1)]
-        raise ArgumentError(None, f"unknown flag {', '.join(hints)}") from None
-    given = named_settings(parsed, [*flag_names(argv), *(name for s in files for name in dotted_names(s))])
-    given.pop("allow_modules", None)  # from the command line alone: a file never allows code for itself
-    if allowed:
-        given["allow_modules"] = list(allowed)
-    given["logs_dir"] = parsed["logs_dir"]
-    return given
-
-
-NOT_SETTINGS = ("config", "print_config", "help", "allow_modules", *SETTING_GROUPS)
-
-
-def flag_names(argv: Sequence[str]) -> list[str]:
-    """The settings ``argv``'s flags name, dotted: ``--model.net.init_args.dropout=0.1`` names
-    model.net.init_args.dropout."""
-    names = [token[2:].split("=")[0].rstrip("+") for token in argv if token.startswith("--")]
-    return [name for name in names if name not in NOT_SETTINGS and not name.endswith(".help")]
-
-
-def dotted_names(settings: object, prefix: str = "") -> list[str]:
-    """The settings a settings file names, dotted, down to each value (a network's class_path and each init_arg)."""
-    if not isinstance(settings, dict) or not settings:
-        return [prefix] if prefix else []
-    return [name for key, value in settings.items() for name in dotted_names(value, f"{prefix}.{key}".lstrip("."))]
-
-
-def named_settings(parsed: dict, names: Sequence[str]) -> dict:
-    """The parsed values of the settings ``names`` names, nested as the parse nests them."""
-    given: dict = {}
-    for name in names:
-        keys, value = name.split("."), parsed
-        for key in keys:
-            if not isinstance(value, dict) or key not in value:
-                break
-            value = value[key]
-        else:
-            target = given
-            for key in keys[:-1]:
-                target = target.setdefault(key, {})
-            target[keys[-1]] = copy.deepcopy(value)
-    return given
-
-
-def expand_net_names(argv: list[str]) -> list[str]:
-    """``--model.net cnn`` (a short name) as its class_path, and a backbone's name as its init_args.arch, so that
-    ``--model.net.init_args.*`` flags may follow it as they follow any class_path."""
-    out, tokens = [], list(argv)
-    while tokens:
-        token = tokens.pop(0)
-        name, eq, value = token.partition("=")
-        if name in ("--model.net", "--model.net.help") and not eq and tokens:
-            value = tokens.pop(0)
-        elif name not in ("--model.net", "--model.net.help") or not eq:
-            out.append(token)
-            continue
-        if value not in SHORT_NAMES:
-            out += [name, value]
-            continue
-        spec = expand(value)
-        out += [name, spec["class_path"]]
-        if name == "--model.net.help":
-            continue
-        for key, setting in spec["init_args"].items():
-            out += [f"--model.net.init_args.{key}", str(setting)]
-    return out
-
-
-def flag_values(argv: Sequence[str], flag: str) -> list:
-    """Each value given to ``flag`` in ``argv`` (``flag VALUE`` or ``flag=VALUE``), read as YAML."""
-    values = []
-    for i, token in enumerate(argv):
-        if token == flag and i + 1 < len(argv):
-            text = argv[i + 1]
-        elif token.startswith(f"{flag}="):
-            text = token.split("=", 1)[1]
-        else:
-            continue
-        values.append(text if Path(text).is_file() else load_yaml(text, flag))
-    return values
+def parse_flags(argv: Sequence[str] | None = None) -> dict:
+    """The settings given on the command line (and in its settings files), checked, as a nested dict: LightningCLI's
+    parse with our checks around it (:class:`~catdog_lightning.training.settings.CatDogCLI`)."""
+    return CatDogCLI(list(sys.argv[1:] if argv is None else argv)).given
 
 
 def _quiet_disk_errors_in_threads(args) -> None:
@@ -215,7 +82,7 @@ def run_cli(
     banners and tips, and the warnings nobody can act on, stay quiet for every command (LIGHTNING_VERBOSE=1)."""
     try:
         with command_settings():
-            command(parse(parser, argv) if parse else parse_flags(argv, parser))
+            command(parse(parser, argv) if parse else parse_flags(argv))
     except ArgumentError as exc:
         print(f"error: {one_line(exc)} (see --help)", file=sys.stderr)
         return 2

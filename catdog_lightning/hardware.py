@@ -83,12 +83,14 @@ def resolve_feature_precision(precision: str, device: str = "cpu", cpuinfo: str 
     if precision == "auto":
         chosen = "bf16" if fast else "32"
         other = "32" if fast else "bf16"
-        line = f"Feature precision: auto -> {chosen} ({why(device, fast)}; --model.feature_precision {other} to force)."
+        flag = "--model.net.init_args.feature_precision"
+        line = f"Feature precision: auto -> {chosen} ({why(device, fast)}; {flag} {other} to force)."
         return chosen, line
     if precision == "bf16" and device == "cpu" and cpu_has_fast_bf16(cpuinfo) is False:
         return precision, (
-            "Note: --model.feature_precision bf16 on a CPU without bf16 instructions (AVX512-BF16/AMX) is emulated "
-            "and many times slower than fp32 here: --model.feature_precision auto (or 32) is faster."
+            "Note: --model.net.init_args.feature_precision bf16 on a CPU without bf16 instructions (AVX512-BF16/AMX) "
+            "is emulated and many times slower than fp32 here: --model.net.init_args.feature_precision auto (or 32) is "
+            "faster."
         )
     return precision, None
 

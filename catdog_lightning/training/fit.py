@@ -183,7 +183,7 @@ def train(config: dict, callbacks: list[L.Callback] | None = None) -> dict:
     Raises :class:`Interrupted` after a SIGINT/SIGTERM stopped training with last.ckpt saved.
     """
     logs_dir = Path(config.get("logs_dir") or DEFAULT_LOGS_DIR)
-    allowed = tuple(config.get("allow_modules") or ())  # from the command line only (see cli.parse_flags)
+    allowed = tuple(config.get("allow_modules") or ())  # from the command line only (see CatDogCLI.parse_arguments)
     ckpt, run, config = resolve_run(config, logs_dir, allowed)
     settings = resolved_settings(config)
     seed = settings["seed_everything"]

@@ -10,14 +10,17 @@ data, never code.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
+import sys
 from argparse import ArgumentError
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentParser, Namespace
 from lightning.fabric.connector import _PRECISION_INPUT
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -25,9 +28,12 @@ from ..allow_list import check_class_paths, class_paths
 from ..data import CatDogDataModule
 from ..errors import ConfigError
 from ..models import CatDogClassifier
+from ..models.nets import SHORT_NAMES, expand
 from ..storage.runs import DEFAULT_LOGS_DIR
+from ..storage.yaml_files import load_yaml, read_yaml_file
 
 DEFAULT_SEED = 42
+SETTING_GROUPS = ("data", "model", "trainer")
 # Our defaults where they differ from Lightning's (its max_epochs is 1000).
 TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 20, "accelerator": "auto", "devices": "auto"}
 # Trainer arguments train() sets itself.
@@ -155,13 +161,135 @@ class CatDogCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Sequence[str]) -> None:
-        self.config = parser.parse_args(args)  # LightningCLI's, without its warning about sys.argv: args are given
+        """LightningCLI's parse (every value checked, the links applied, ``--help`` and ``--print_config``
+        answered), with the checks of :func:`parse_checked` around it; ``self.given`` holds only the settings a
+        flag or a file names, so a resumed run keeps its saved settings unless one is named again."""
+        self.config, self.given = parse_checked(parser, args)
 
     def _set_seed(self) -> None:
         """train() seeds each run itself, a resumed one with its saved seed."""
 
     def instantiate_classes(self) -> None:
         """train() builds the classes, once the run (a new one, or a resumed one's saved settings) is known."""
+
+
+NOT_SETTINGS = ("config", "print_config", "help", "allow_modules", *SETTING_GROUPS)
+
+
+def parse_checked(parser: ArgumentParser, args: Sequence[str] | None) -> tuple[Namespace, dict]:
+    """``parser``'s parse of ``args``, and the settings they name, with what a run needs around the parse: a short
+    network name expanded; every settings file read with limits and every class it names checked against the
+    allow-list before jsonargparse imports it; an unknown flag named with a suggestion."""
+    argv = expand_net_names(list(sys.argv[1:] if args is None else args))
+    allowed = flag_values(argv, "--allow_modules")
+    allowed = tuple(str(m) for value in allowed for m in (value if isinstance(value, list) else [value]))
+    known = known_settings(parser)
+    for flag in ("--model.net", "--model.net.class_path"):  # a network named on the command line: the same gate
+        for value in flag_values(argv, flag):
+            check_class_paths({"model": {"net": value if isinstance(value, dict) else {"class_path": value}}}, flag,
+                              allowed)  # fmt: skip
+    files = []
+    # Every settings file and inline value is read here, with limits, and checked before jsonargparse sees it (it
+    # would import a class_path's module to check its type): --config, and a group given whole (--trainer FILE).
+    for flag in ("--config", *(f"--{group}" for group in SETTING_GROUPS)):
+        for value in flag_values(argv, flag):
+            source = value if isinstance(value, str) and Path(value).is_file() else flag
+            settings = read_yaml_file(value) if source != flag else value
+            if flag != "--config":
+                settings = {flag[2:]: settings}
+            check_class_paths(settings, source, allowed)
+            check_built_only(settings, source)
+            check_no_file_references(settings, source)
+            files.append(settings)
+            unknown = unknown_settings(settings, known) if isinstance(settings, dict) else []
+            if unknown:
+                raise ConfigError(f"{source}: not settings of {parser.prog}: {', '.join(unknown)}.")
+    try:
+        parsed = parser.parse_args(argv)  # validates every value, and handles --help / --print_config
+    except ArgumentError as exc:
+        flags = re.fullmatch(r"unrecognized arguments: (.*)", " ".join(str(exc).split()))
+        if not flags:
+            raise
+        named = [token.split("=")[0] for token in flags.group(1).split() if token.startswith("--")]
+        options = [f"--{name}" for name in known]
+        hints = [flag + did_you_mean(flag, options) for flag in named] or [flags.group(1)]
+        raise ArgumentError(None, f"unknown flag {', '.join(hints)}") from None
+    given = named_settings(parsed.as_dict(), [*flag_names(argv), *(name for s in files for name in dotted_names(s))])
+    given.pop("allow_modules", None)  # from the command line alone: a file never allows code for itself
+    if allowed:
+        given["allow_modules"] = list(allowed)
+    if "logs_dir" in parsed:
+        given["logs_dir"] = parsed.logs_dir
+    return parsed, given
+
+
+def flag_names(argv: Sequence[str]) -> list[str]:
+    """The settings ``argv``'s flags name, dotted: ``--model.net.init_args.dropout=0.1`` names
+    model.net.init_args.dropout."""
+    names = [token[2:].split("=")[0].rstrip("+") for token in argv if token.startswith("--")]
+    return [name for name in names if name not in NOT_SETTINGS and not name.endswith(".help")]
+
+
+def dotted_names(settings: object, prefix: str = "") -> list[str]:
+    """The settings a settings file names, dotted, down to each value (a network's class_path and each init_arg)."""
+    if not isinstance(settings, dict) or not settings:
+        return [prefix] if prefix else []
+    return [name for key, value in settings.items() for name in dotted_names(value, f"{prefix}.{key}".lstrip("."))]
+
+
+def named_settings(parsed: dict, names: Sequence[str]) -> dict:
+    """The parsed values of the settings ``names`` names, nested as the parse nests them."""
+    given: dict = {}
+    for name in names:
+        keys, value = name.split("."), parsed
+        for key in keys:
+            if not isinstance(value, dict) or key not in value:
+                break
+            value = value[key]
+        else:
+            target = given
+            for key in keys[:-1]:
+                target = target.setdefault(key, {})
+            target[keys[-1]] = copy.deepcopy(value)
+    return given
+
+
+def expand_net_names(argv: list[str]) -> list[str]:
+    """``--model.net cnn`` (a short name) as its class_path, and a backbone's name as its init_args.arch, so that
+    ``--model.net.init_args.*`` flags may follow it as they follow any class_path."""
+    out, tokens = [], list(argv)
+    while tokens:
+        token = tokens.pop(0)
+        name, eq, value = token.partition("=")
+        if name in ("--model.net", "--model.net.help") and not eq and tokens:
+            value = tokens.pop(0)
+        elif name not in ("--model.net", "--model.net.help") or not eq:
+            out.append(token)
+            continue
+        if value not in SHORT_NAMES:
+            out += [name, value]
+            continue
+        spec = expand(value)
+        out += [name, spec["class_path"]]
+        if name == "--model.net.help":
+            continue
+        for key, setting in spec["init_args"].items():
+            out += [f"--model.net.init_args.{key}", str(setting)]
+    return out
+
+
+def flag_values(argv: Sequence[str], flag: str) -> list:
+    """Each value given to ``flag`` in ``argv`` (``flag VALUE`` or ``flag=VALUE``), read as YAML."""
+    values = []
+    for i, token in enumerate(argv):
+        if token == flag and i + 1 < len(argv):
+            text = argv[i + 1]
+        elif token.startswith(f"{flag}="):
+            text = token.split("=", 1)[1]
+        else:
+            continue
+        values.append(text if Path(text).is_file() else load_yaml(text, flag))
+    return values
 
 
 def settings_parser() -> ArgumentParser:
@@ -261,7 +389,6 @@ SAVED_KEYS = (
 )
 # Settings that name classes to build.
 BUILT = ("model.net", "trainer.callbacks", "trainer.logger")
-SETTING_GROUPS = ("data", "model", "trainer")
 
 
 def check_built_only(settings: object, source: str) -> None:

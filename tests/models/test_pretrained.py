@@ -187,7 +187,8 @@ def test_fine_tune_resumed_across_the_unfreeze_epoch_equals_uninterrupted(tiny_c
 
 
 def test_checkpoints_load_without_the_weights_source(probe_config, tmp_path):
-    """A checkpoint holds every weight: loading it never reads --model.weights (here, a file deleted since)."""
+    """A checkpoint holds every weight: loading it never reads --model.net.init_args.weights (here, a file deleted
+    since)."""
     source = tmp_path / "start.pt"
     torch.save(wheel_weights(), source)
     metrics = train(merge(probe_config, {"model": {"net": net_spec(weights=str(source))}}))
@@ -216,7 +217,7 @@ def test_weight_errors_are_one_line_and_exit_2(probe_config, tmp_path, monkeypat
         ),
         (
             ["--model.net", "efficientnet_lite0", "--model.net.init_args.weights", str(resnet)],
-            "do not fit --model.arch",
+            "do not fit --model.net",
         ),
         (
             ["--model.net", "efficientnet_lite0", "--model.net.init_args.weights", str(tmp_path / "junk.pt")],
@@ -245,7 +246,8 @@ def _offline(*args, **kwargs):
 
 
 def test_torchvision_imagenet_weights_come_from_torchvisions_cache(tiny_config, tmp_path, monkeypatch):
-    """--model.weights imagenet for a torchvision backbone reads the file torchvision caches (put there by hand)."""
+    """--model.net.init_args.weights imagenet for a torchvision backbone reads the file torchvision caches (put
+    there by hand)."""
     weights = torchvision.models.get_model_weights("resnet18").DEFAULT
     reference = torchvision.models.resnet18()
     cached = Path(tmp_path / "torch-home" / "hub" / "checkpoints" / Path(weights.url).name)

@@ -11,7 +11,6 @@ import pytest
 import torch
 from helpers import train_script, write_image
 
-from catdog_lightning import cli
 from catdog_lightning.cli import evaluate_main, main, predict_main, run_cli
 from catdog_lightning.errors import ConfigError
 from catdog_lightning.storage.checkpoints import AtomicCheckpointIO
@@ -138,7 +137,7 @@ def test_ctrl_c_before_training_is_one_line_and_130(capsys):
     def decoding(_):
         raise KeyboardInterrupt
 
-    assert run_cli(decoding, [], cli.settings_parser()) == 130
+    assert run_cli(decoding, []) == 130
     assert capsys.readouterr().err.strip() == "interrupted before training began; nothing was saved."
 
 

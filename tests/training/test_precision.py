@@ -139,7 +139,7 @@ def test_an_explicit_bf16_on_a_cpu_without_it_is_kept_and_warned_before_the_work
     train(_probe(tiny_config, net=net_spec(feature_precision="bf16")))
     first_features = next(i for i, (kind, _) in enumerate(events) if kind == "features")
     said = [text for kind, text in events[:first_features] if kind == "print"]
-    assert any("--model.feature_precision bf16" in t and "emulated" in t for t in said), said
+    assert any("--model.net.init_args.feature_precision bf16" in t and "emulated" in t for t in said), said
     assert {dtype for kind, dtype in events if kind == "features"} == {torch.bfloat16}
     assert not any("emulated" in str(text) for kind, text in events[first_features:])  # said once, up front
 
