@@ -57,11 +57,16 @@ def _in_words(show: Callable) -> Callable:
 @contextmanager
 def command_settings():
     """What a command sets for its process, for as long as it runs, and no longer: the disk-error thread hook,
-    warnings in words, the known warnings off, Lightning's banners quiet. A library call (``train()``) sets
-    none of it."""
+    warnings in words, the known warnings off, Lightning's banners quiet, and the folder it runs in at the end of
+    the import path (``python scripts/train.py`` puts scripts/ there instead), so a module of your own that
+    ``--allow_modules`` allows is found there, after everything installed. A library call sets none of it."""
     hook, levels = threading.excepthook, {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS}
     threading.excepthook = _quiet_disk_errors_in_threads
     quiet_lightning()
+    here = os.getcwd()
+    added = here not in sys.path
+    if added:
+        sys.path.append(here)
     try:
         with known_warnings_quiet():  # restores warnings.showwarning too
             warnings.showwarning = _in_words(warnings.showwarning)
@@ -70,6 +75,8 @@ def command_settings():
         threading.excepthook = hook
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+        if added and here in sys.path:
+            sys.path.remove(here)
 
 
 def run_cli(

@@ -150,3 +150,17 @@ def test_a_network_s_settings_are_its_own_and_a_resume_keeps_those_that_shape_we
     with pytest.raises(ConfigError, match="--model.net.init_args.dropout 0.1 differs"):  # the MLP's layers differ
         train({**resume, "model": {"net": net_spec(dropout=0.1)}})
     assert train(resume)["epochs_trained"] == 2
+
+
+def test_train_py_finds_your_module_in_the_folder_it_runs_in(my_module, tiny_config, tmp_path):
+    """As a user runs it: scripts/ is on the path, not the folder; the folder's module is found, after all installed."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    argv = [sys.executable, str(ROOT / "scripts" / "train.py"), *flags_of(tiny_config), "--trainer.max_epochs", "1",
+            "--model.net", "mymodule.TinyNet", "--allow_modules", "mymodule"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "\nResults\n" in done.stdout
