@@ -127,10 +127,6 @@ BACKBONES: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
-def is_backbone(arch: str) -> bool:
-    return arch in BACKBONES
-
-
 def build_backbone(arch: str, image_size: int) -> tuple[nn.Module, int]:
     """The backbone (random weights) and its feature size."""
     backbone = BACKBONES[arch](image_size)
@@ -227,6 +223,5 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "build_backbone",
-    "is_backbone",
     "pretrained_state",
 ]

@@ -1,8 +1,8 @@
-"""``CatDogClassifier``: the LightningModule that trains a plain network with BCE and reports metrics.
+"""``CatDogClassifier``: the LightningModule that trains the network it is given with BCE and reports metrics.
 
-Over 250 lines because Lightning's hooks live on this one class (steps, epoch ends, optimisers,
-callbacks, checkpoint loading) and its docstring is the ``--model.*`` help; the networks, backbones,
-fine-tuning callback and test-time views are in their own modules.
+Over 250 lines because Lightning's hooks live on this one class (steps, epoch ends, optimisers, callbacks) and
+the frozen-part pass a probe caches (its test-time views and precision) needs the module's standardisation and
+views; the networks (``--model.net``, models/nets.py), backbones and fine-tuning callbacks are their own.
 """
 
 from __future__ import annotations
