@@ -94,9 +94,8 @@ def _resolve_resume(config: dict, logs_dir: Path, allowed: tuple[str, ...]) -> t
         run = RunDirectory.owning(ckpt) or (RunDirectory(logs_dir, run_name) if run_name else None)
     saved = read_checkpoint(ckpt)
     check_resumable(saved, ckpt)
-    load_model(
-        ckpt, saved, allowed
-    )  # refuses, in one line, a checkpoint that does not build this model (before Lightning)
+    # Refuses, in one line, a checkpoint that does not build this model or names a class not allowed (before Lightning).
+    load_model(ckpt, saved, allowed)
     broken = first_nonfinite(saved.get("optimizer_states", []), "optimizer_states")
     if broken is not None:
         raise ConfigError(

@@ -123,9 +123,9 @@ class CatDogCLI(LightningCLI):
             "--allow_modules",
             type=list[str] | str,
             default=[],
-            help="modules beyond Lightning and catdog_lightning whose classes a config file or a resumed run may "
-            "name: one (mypackage) or a list ([mypackage, other]); given on the command line only, never read from "
-            "a file",
+            help="modules beyond Lightning and catdog_lightning whose classes (a --model.net of your own, callbacks, "
+            "loggers) a flag, a config file, a resumed run or its checkpoint may name: one (mypackage) or a list "
+            "([mypackage, other]); given on the command line only, never read from a file",
         )
         parser.add_argument(
             "--checkpoint_every_n_steps",
