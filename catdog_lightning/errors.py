@@ -1,5 +1,7 @@
 """Errors a user can fix. The CLI prints them as one line and exits with code 2."""
 
+import logging
+
 
 class UserError(Exception):
     """A problem with the user's input (a flag, a folder, a file) that they can fix; never a bug."""
@@ -24,3 +26,16 @@ class Interrupted(Exception):
 class CatDogWarning(UserWarning):
     """Something about the user's input worth reading (skipped photos, overlapping splits); the commands print
     it as one line in words (``warning: ...``), not in Python's warning format with a file and line."""
+
+
+class QuietOnceStopped(logging.Filter):
+    """Drops a library's log records (those starting with ``message``; every one when it is empty) once
+    ``stopped`` is set: what Optuna or LitServe log, with a traceback, as a run or a server is stopped on purpose,
+    while the command says so in one line."""
+
+    def __init__(self, message: str = ""):
+        super().__init__()
+        self.message, self.stopped = message, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.stopped and record.getMessage().startswith(self.message))

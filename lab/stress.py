@@ -252,7 +252,7 @@ def worker_killed_mid_request(ckpt: Path, photo: Path) -> tuple[bool, bool]:
     url = f"http://127.0.0.1:{port}"
     server = start_server(str(ckpt), port, ["--batch_timeout", "6", "--max_batch_size", "8"])
     try:
-        (worker,) = [p for p in descendants(server.pid) if b"multiprocessing.spawn" in _cmdline(p)]
+        (worker,) = [p for p in descendants(server.pid) if b"multiprocessing.spawn" in cmdline(p)]
         files = {"image": (photo.name, photo.read_bytes(), "image/jpeg")}
         with ThreadPoolExecutor(1) as pool:
             held = pool.submit(httpx.post, f"{url}/predict", files=files, timeout=60)
@@ -284,7 +284,7 @@ def health_within(url: str, seconds: float) -> list[int]:
     return answers
 
 
-def _cmdline(pid: int) -> bytes:
+def cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:

@@ -82,7 +82,7 @@ def build_net(net: str | dict | None, image_size: int) -> tuple[nn.Module, dict]
     spec = expand(net)
     cls = net_class(spec)
     parameters = inspect.signature(cls).parameters
-    unknown = [k for k in spec["init_args"] if k not in parameters or k == "image_size"]
+    unknown = [k for k in spec["init_args"] if k not in parameters]  # (expand has set image_size aside)
     if unknown:
         accepted = ", ".join(p for p in parameters if p not in ("self", "image_size"))
         raise ConfigError(f"{FLAG}.init_args.{unknown[0]}: {cls.__name__} takes {accepted or 'no arguments'}.")

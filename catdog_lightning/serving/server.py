@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from ..allow_list import allowed_modules
-from ..errors import ConfigError, Interrupted
+from ..errors import ConfigError, Interrupted, QuietOnceStopped
 from ..inference.locate import checkpoint_or_latest
 from ..inference.onnx_runtime import check_backend
 from ..models.loading import check_loadable
@@ -169,13 +169,14 @@ def serve_command(args: dict) -> None:
             os.kill(os.getpid(), signum)
             return
         stopped_by.append(signum)
+        after_stop.stopped = True
         raise KeyboardInterrupt
 
     # LitServe's worker monitor asks its manager process every 0.1 s (serving/watch.py) whether to go on; once
     # the shutdown has ended that process the question fails, and LitServe logs it with a traceback (its daemon
     # thread may do so as this process exits, after this function: so the filter stays).
     monitor_log = logging.getLogger("litserve.server")
-    after_stop = OnceStopped(stopped_by, "Monitoring worker crashed")
+    after_stop = QuietOnceStopped("Monitoring worker crashed")
     monitor_log.addFilter(after_stop)
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -191,17 +192,6 @@ def serve_command(args: dict) -> None:
     if signum == signal.SIGINT:
         raise Interrupted(line, 130)
     print(line, file=sys.stderr)
-
-
-class OnceStopped(logging.Filter):
-    """Drops ``message`` once ``stopped`` holds a signal: what a library logs as its processes go down on purpose."""
-
-    def __init__(self, stopped: list, message: str):
-        super().__init__()
-        self.stopped, self.message = stopped, message
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (self.stopped and record.getMessage().startswith(self.message))
 
 
 def _serve(args: dict, workdir: str) -> None:

@@ -19,7 +19,7 @@ import warnings
 from argparse import ArgumentError
 from pathlib import Path
 
-from ..errors import ConfigError, Interrupted, UserError
+from ..errors import ConfigError, Interrupted, QuietOnceStopped, UserError
 from ..storage.runs import DEFAULT_LOGS_DIR, RunDirectory, check_run_name
 from .search import OBJECTIVES, as_flags, read_search_space, suggest
 
@@ -173,17 +173,6 @@ def make_objective(
         return scored(metrics, objective, config)
 
     return run_trial
-
-
-class QuietOnceStopped(logging.Filter):
-    """Optuna's lines off once a trial is stopped by Ctrl-C or SIGTERM: the command says so in one line."""
-
-    def __init__(self):
-        super().__init__()
-        self.stopped = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not self.stopped
 
 
 def scored(metrics: dict, objective: str, config: dict) -> float:

@@ -18,7 +18,7 @@ from PIL import Image
 from catdog_lightning import load_classifier
 from catdog_lightning.cli import serve_main
 from catdog_lightning.training import train
-from lab.stress import health_within
+from lab.stress import cmdline, descendants, health_within
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("litserve", reason="the serve extra is not installed: pip install -e .[serve]")
@@ -137,7 +137,7 @@ def test_a_dead_worker_fails_its_requests_with_503_at_once_and_is_restarted(trai
     photo = trained[1][0]
     server = Server(trained[0]["best_checkpoint"], "--batch_timeout", "6", "--max_batch_size", "8")
     try:
-        workers = [pid for pid in children(server.proc.pid) if b"multiprocessing.spawn" in cmdline(pid)]
+        workers = [pid for pid in descendants(server.proc.pid) if b"multiprocessing.spawn" in cmdline(pid)]
         assert len(workers) == 1
         with ThreadPoolExecutor(1) as pool:
             held = pool.submit(post, server, files={"image": (photo.name, photo.read_bytes(), "image/jpeg")})
@@ -163,26 +163,8 @@ def restarted_and_answering(server, photo, workers) -> None:
             break
         time.sleep(0.5)
     assert answer.status_code == 200
-    assert [p for p in children(server.proc.pid) if b"multiprocessing.spawn" in cmdline(p)] != workers
+    assert [p for p in descendants(server.proc.pid) if b"multiprocessing.spawn" in cmdline(p)] != workers
     assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
-
-
-def children(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        for task in Path(f"/proc/{current}/task").iterdir():
-            kids = [int(c) for c in (task / "children").read_text().split()]
-            found += kids
-            todo += kids
-    return found
-
-
-def cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def test_the_api_key_guards_every_route_but_the_page(trained, tmp_path, monkeypatch):
@@ -262,7 +244,7 @@ def port_free(port: int) -> bool:
 def test_a_signal_stops_the_whole_server_and_frees_its_port(trained, sig, code):
     """SIGTERM to the main process alone (kill, systemd, Docker); SIGINT to the group (Ctrl-C in a terminal)."""
     running = Server(trained[0]["best_checkpoint"])
-    tree = children(running.proc.pid)
+    tree = descendants(running.proc.pid)
     assert len(tree) >= 2  # the HTTP server and the inference worker
     if sig == signal.SIGTERM:
         os.kill(running.proc.pid, sig)
