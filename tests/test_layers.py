@@ -16,6 +16,7 @@ PACKAGE = ROOT / "catdog_lightning"
 # (data and models) never import each other. The package's own __init__ sits on top (it re-exports lazily).
 FLOORS = {
     "errors": 0,
+    "classes": 0,
     "allow_list": 1,
     "hardware": 0,
     "progress": 0,

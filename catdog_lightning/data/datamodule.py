@@ -7,13 +7,17 @@ reports and backbone features live in their own modules beside it.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..errors import ConfigError, DataError
+from ..classes import CATDOG_CLASSES, is_catdog
+from ..errors import CatDogWarning, ConfigError, DataError
 from ..storage.checkpoints import MAX_IMAGE_SIZE
 from .augment import flip_and_crop
 from .cache import DecodedImages, default_cache_dir, load_or_decode
@@ -21,7 +25,7 @@ from .datasets import DecodedImageDataset, FeatureDataset
 from .features import Extractor, load_or_extract
 from .overlap import check_overlap
 from .sampling import EpochShardSampler
-from .scan import CAT, ScanResult, scan_labelled_folder
+from .scan import CAT, ScanResult, printable, scan_labelled_folder
 from .skipped import skipped_files, warn_skipped
 from .split import stratified_split
 from .synthetic import DEFAULT_BUILTIN_DIR, ensure_builtin_dataset
@@ -29,9 +33,30 @@ from .synthetic import DEFAULT_BUILTIN_DIR, ensure_builtin_dataset
 MAX_BATCH_SIZE = 65_536
 
 
-def _class_counts(labels: torch.Tensor) -> str:
-    cats = int((labels == CAT).sum())
-    return f"{cats} cat / {len(labels) - cats} dog"
+def class_counts(labels: torch.Tensor, classes: Sequence[str]) -> str:
+    """``490 cat / 460 dog`` (the lesson's order), or each class's count: ``hat 123, pants 468, ...``."""
+    counts = torch.bincount(labels, minlength=len(classes)).tolist()
+    if is_catdog(classes):
+        return f"{counts[CAT]} cat / {counts[CAT - 1]} dog"
+    return ", ".join(f"{name} {count}" for name, count in zip(classes, counts, strict=True))
+
+
+class SmallClassWarning(CatDogWarning):
+    """A class has too few photos to have any in one of the splits."""
+
+
+def warn_small_classes(labels: np.ndarray, parts: list[np.ndarray], names: Sequence[str], classes: Sequence[str]):
+    """One warning per class that the seeded split left without a photo in some split (train, val or test)."""
+    for label, cls in enumerate(classes):
+        empty = [name for name, part in zip(names, parts, strict=True) if not (labels[part] == label).any()]
+        if empty:
+            total = int((labels == label).sum())
+            warnings.warn(
+                f"class {cls} has {total} photo(s): none in {' or '.join(empty)} (its share rounds to 0); add "
+                f"photos of {cls} or change --data.val_fraction / --data.test_fraction.",
+                SmallClassWarning,
+                stacklevel=3,
+            )
 
 
 class CatDogDataModule(L.LightningDataModule):
@@ -52,11 +77,12 @@ class CatDogDataModule(L.LightningDataModule):
         normalize: bool = False,
         strict_splits: bool = False,
     ):
-        """Cat/dog photos from ``<data_dir>/train`` and, if present, ``<data_dir>/test``.
+        """Photos from ``<data_dir>/train`` and, if present, ``<data_dir>/test``, in one sub-folder per class.
 
         Args:
-            data_dir: folder holding train/ (and optionally test/); each in class sub-folders (cat/, dog/)
-                or flat with cat/dog in the file names. None: the built-in synthetic dataset.
+            data_dir: folder holding train/ (and optionally test/); each in class sub-folders (any names, any
+                number: train/hat/, train/shoes/, ...; cat/ and dog/ for the lesson), or flat with cat/dog in
+                the file names. None: the built-in synthetic cat/dog pictures.
             batch_size: images per batch.
             image_size: images are resized to image_size x image_size.
             val_fraction: share of each class in train/ held out for validation (seeded, stratified).
@@ -112,6 +138,14 @@ class CatDogDataModule(L.LightningDataModule):
         self.sampling_seed = split_seed  # the training seed, which train() hands over: shuffling and augmentation
         self.test_skipped: list[tuple[str, str]] = []  # (path, reason) of the test folder's unused files
         self._features: dict[str, FeatureDataset] = {}
+        self._classes: tuple[str, ...] | None = None
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The classes, in label order: train/'s class folders (sorted), or the lesson's ("dog", "cat")."""
+        if self._classes is None:
+            self._classes = self._load(self._folders()[0])[0].classes
+        return self._classes
 
     @property
     def root(self) -> Path:
@@ -131,7 +165,7 @@ class CatDogDataModule(L.LightningDataModule):
             ensure_builtin_dataset(DEFAULT_BUILTIN_DIR)
         if self._cache_dir is not None:
             for folder in self._folders():
-                self._load(folder)
+                self._load(folder, self.class_names if folder.name == "test" else None)
 
     def _folders(self) -> list[Path]:
         train = self.root / "train"
@@ -150,38 +184,47 @@ class CatDogDataModule(L.LightningDataModule):
         test = self.root / "test"
         return [train, test] if test.is_dir() else [train]
 
-    def _load(self, folder: Path) -> tuple[ScanResult, DecodedImages]:
-        """Scan and decode ``folder`` once per process (prepare_data and setup share the result)."""
+    def _load(self, folder: Path, classes: Sequence[str] | None = None) -> tuple[ScanResult, DecodedImages]:
+        """Scan and decode ``folder`` once per process (prepare_data and setup share the result); ``classes``: read
+        it with these (a test folder: train/'s, or a model's)."""
         if folder not in self._loaded:
-            scan = scan_labelled_folder(folder)
+            scan = scan_labelled_folder(folder, classes)
             size, draft = self.hparams.image_size, self.hparams.draft
             self._loaded[folder] = scan, load_or_decode(scan.files, folder, size, draft, self._cache_dir)
         return self._loaded[folder]
 
-    def _decode(self, folder: Path) -> DecodedImages:
-        scan, decoded = self._load(folder)
+    def _decode(self, folder: Path, classes: Sequence[str] | None = None) -> DecodedImages:
+        scan, decoded = self._load(folder, classes)
         warn_skipped(scan, decoded)
         if len(decoded.labels) == 0:
             raise DataError(f"None of the {len(scan.files)} images in {folder} could be read; see the warning above.")
         return decoded
 
-    def setup_test_folder(self, folder: str | Path) -> None:
-        """Only a test split: every labelled image of ``folder`` (to score a model on other photos)."""
-        scan, decoded = self._load(Path(folder))
-        self._decode(Path(folder))
+    def setup_test_folder(self, folder: str | Path, classes: Sequence[str] = CATDOG_CLASSES) -> None:
+        """Only a test split: every labelled image of ``folder`` (to score a model of ``classes`` on other photos)."""
+        self._classes = tuple(classes)
+        scan, decoded = self._load(Path(folder), self._classes)
+        self._decode(Path(folder), self._classes)
         self.test_set = DecodedImageDataset.of(decoded)
         self.test_skipped = skipped_files(scan, decoded)
-        self.summary = f"Data: test {len(self.test_set)} ({_class_counts(decoded.labels)}) from {folder}"
+        self.summary = f"Data: test {len(self.test_set)} ({class_counts(decoded.labels, classes)}) from {folder}"
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None or self.test_set is not None:  # done already (by train(), or for a folder)
             return
         folders = self._folders()
+        classes = self.class_names
         train = self._decode(folders[0])
-        classes = set(train.labels.tolist())
-        if len(classes) < 2:
-            only = "cat" if CAT in classes else "dog"
+        found = set(train.labels.tolist())
+        missing = [name for label, name in enumerate(classes) if label not in found]
+        if missing and is_catdog(classes):
+            only = "cat" if CAT in found else "dog"
             raise DataError(f"{folders[0]} holds only {only} images; a classifier needs both cats and dogs.")
+        if missing:
+            raise DataError(
+                f"{folders[0] / missing[0]}: none of its photos could be read (see the warning above); add readable "
+                f"photos of {printable(missing[0])} or remove the folder."
+            )
         fractions = [self.hparams.val_fraction] + ([] if len(folders) > 1 else [self.hparams.test_fraction])
         parts = stratified_split(train.labels.numpy(), fractions, self.hparams.split_seed)
         if any(len(p) == 0 for p, frac in zip(parts, [1.0, *fractions], strict=True) if frac > 0):
@@ -189,13 +232,16 @@ class CatDogDataModule(L.LightningDataModule):
                 f"{folders[0]} has too few images ({len(train.labels)}) to split into train/val"
                 f"{'' if len(folders) > 1 else '/test'}; add images or raise --data.val_fraction."
             )
+        held = [(name, part) for name, part, frac in zip(["train", "validation", "test"], parts, [1.0, *fractions],
+                                                          strict=False) if frac > 0]  # fmt: skip
+        warn_small_classes(train.labels.numpy(), [p for _, p in held], [n for n, _ in held], classes)
         self.train_set = DecodedImageDataset.of(train, parts[0])
         self.val_set = DecodedImageDataset.of(train, parts[1]) if len(parts[1]) else None
         if len(folders) > 1:
-            test = self._decode(folders[1])
+            test = self._decode(folders[1], classes)
             self.test_set = DecodedImageDataset.of(test)
-            self.test_skipped = skipped_files(*self._load(folders[1]))
-            test_note = f"test {len(self.test_set)} ({_class_counts(test.labels)}) from {folders[1]}"
+            self.test_skipped = skipped_files(*self._load(folders[1], classes))
+            test_note = f"test {len(self.test_set)} ({class_counts(test.labels, classes)}) from {folders[1]}"
         else:
             self.test_set = DecodedImageDataset.of(train, parts[2])
             self.test_is_carved = True
@@ -206,7 +252,7 @@ class CatDogDataModule(L.LightningDataModule):
         check_overlap(self.train_set, {"test": self.test_set, "validation": self.val_set}, self.hparams.strict_splits)
         source = "cache" if train.from_cache else "decoded"
         self.summary = (
-            f"Data: {len(train.labels)} images in {folders[0]} ({_class_counts(train.labels)}, {source}) "
+            f"Data: {len(train.labels)} images in {folders[0]} ({class_counts(train.labels, classes)}, {source}) "
             f"-> train {len(self.train_set)} / val {len(self.val_set or [])}; {test_note}"
         )
         self._loaded.clear()  # the datasets hold what they need; free the rest

@@ -6,7 +6,8 @@ size, position, tilt, clutter, blur and noise are random and shared by both clas
 shape tells them apart: learnable, but not trivially so for a pixel MLP.
 
 Deterministic for a seed (each picture has its own generator), and written in the class-folder
-layout real data uses: ``<root>/{train,test}/{cat,dog}/*.jpg``.
+layout real data uses: ``<root>/{train,test}/{cat,dog}/*.jpg``. For tests of your own classes,
+:func:`generate_classes_dataset` draws N classes of shapes in the same layout.
 """
 
 from __future__ import annotations
@@ -109,6 +110,46 @@ def draw_picture(is_cat: bool, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
+def draw_shape(label: int, classes: int, rng: np.random.Generator) -> Image.Image:
+    """A picture of class ``label`` of ``classes`` for the many-classes path: one shape whose kind (ellipse,
+    box, triangle, cross) and hue say the class, at a random size and place, over the cat/dog pictures'
+    backgrounds, blur and noise."""
+    img = _background(rng)
+    draw = ImageDraw.Draw(img)
+    hue = label / classes
+    colour = tuple(int(255 * (0.5 + 0.5 * math.cos(2 * math.pi * (hue + k / 3)))) for k in range(3))
+    r = float(rng.uniform(22, 34))
+    cx, cy = (CANVAS / 2 + float(v) for v in rng.uniform(-JITTER, JITTER, size=2))
+    kind = label % 4
+    if kind == 0:
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
+    elif kind == 1:
+        draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=colour)
+    elif kind == 2:
+        draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=colour)
+    else:
+        draw.rectangle([cx - r, cy - r / 3, cx + r, cy + r / 3], fill=colour)
+        draw.rectangle([cx - r / 3, cy - r, cx + r / 3, cy + r], fill=colour)
+    pixels = np.asarray(img, dtype=np.float32) + rng.normal(0, rng.uniform(4, 12), size=(CANVAS, CANVAS, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def generate_classes_dataset(
+    root: str | Path, classes: list[str], n_train: int = 20, n_test: int = 6, seed: int = 0, size: int = 48
+) -> Path:
+    """``root/{train,test}/<class>/*.jpg``: ``n_train`` and ``n_test`` pictures of each of ``classes`` (see
+    :func:`draw_shape`), ``size`` pixels square. For tests and examples of your own classes."""
+    root = Path(root)
+    for split_id, (split, count) in enumerate((("train", n_train), ("test", n_test))):
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                rng = np.random.default_rng([seed, split_id, label, i])
+                draw_shape(label, len(classes), rng).resize((size, size)).save(folder / f"{i:04d}.jpg", quality=90)
+    return root
+
+
 def generate_dataset(root: str | Path, n_train: int = 1000, n_test: int = 200, seed: int = 0) -> Path:
     """Write ``n_train`` + ``n_test`` pictures (half cats) under ``root``, replacing it atomically."""
     root = Path(root)
@@ -150,4 +191,12 @@ def ensure_builtin_dataset(
     return generate_dataset(root, n_train, n_test, seed)
 
 
-__all__ = ["CAT", "DEFAULT_BUILTIN_DIR", "draw_picture", "ensure_builtin_dataset", "generate_dataset"]
+__all__ = [
+    "CAT",
+    "DEFAULT_BUILTIN_DIR",
+    "draw_picture",
+    "draw_shape",
+    "ensure_builtin_dataset",
+    "generate_classes_dataset",
+    "generate_dataset",
+]

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..allow_list import allowed_modules
+from ..classes import is_catdog
 from ..errors import ConfigError
 from ..models.loading import load_model
 from ..storage.runs import DEFAULT_LOGS_DIR, resolve_checkpoint
@@ -21,14 +22,16 @@ FORMATS = ("onnx", "onnx-int8", "torchscript")
 
 
 class ProbabilityModel(nn.Module):
-    """What an exported file computes: ``N x 3 x S x S`` float RGB in [0, 1] -> ``N`` values of P(cat)."""
+    """What an exported file computes: ``N x 3 x S x S`` float RGB in [0, 1] -> ``N`` values of P(second class)
+    (P(cat) for the lesson's) for two classes, else ``N x C`` class probabilities."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, count: int = 2):
         super().__init__()
-        self.net = net
+        self.net, self.count = net, count
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(images))
+        logits = self.net(images)
+        return torch.sigmoid(logits) if self.count == 2 else torch.softmax(logits, -1)
 
 
 def needs_export_extra() -> None:
@@ -42,14 +45,27 @@ def needs_export_extra() -> None:
         ) from None
 
 
-def input_contract(image_size: int) -> dict:
+def output_name(classes: list[str]) -> str:
+    """The graph's output: p_cat for the lesson's classes, probability (of the second class) for two others,
+    probabilities for more."""
+    return "p_cat" if is_catdog(classes) else "probability" if len(classes) == 2 else "probabilities"
+
+
+def input_contract(image_size: int, classes: list[str]) -> dict:
+    if is_catdog(classes):
+        output = "p_cat: float32 tensor N, P(cat); label = cat if p_cat > 0.5 else dog"
+    elif len(classes) == 2:
+        output = f"probability: float32 tensor N, P({classes[1]}); label = {classes[1]} if above 0.5 else {classes[0]}"
+    else:
+        output = f"probabilities: float32 tensor N x {len(classes)}, one column per class in the order of 'classes'"
     return {
         "input": f"images: float32 tensor N x 3 x {image_size} x {image_size}, RGB, values in [0, 1]",
         "preprocess": f"apply EXIF orientation, convert to RGB (transparency over white), resize to "
         f"{image_size}x{image_size} bilinear (catdog_lightning.data.decode_image does all of it, giving S x S x 3 "
         "uint8), transpose to 3 x S x S, divide by 255; "
         "per-channel standardisation, if the model was trained with it, happens inside the model",
-        "output": "p_cat: float32 tensor N, P(cat); label = cat if p_cat > 0.5 else dog",
+        "output": output,
+        "classes": json.dumps(classes),
     }
 
 
@@ -63,9 +79,10 @@ def export_model(
     ckpt_path = resolve_checkpoint(ckpt_path, DEFAULT_LOGS_DIR)
     trained = load_model(ckpt_path, allowed=allowed)
     size = int(trained.hparams.image_size)
-    model = ProbabilityModel(trained.network()).eval()
+    classes = list(trained.hparams.class_names)
+    model = ProbabilityModel(trained.network(), len(classes)).eval()
     example = torch.rand(2, 3, size, size)
-    contract = input_contract(size)
+    contract = input_contract(size, classes)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "onnx-int8":  # the fp32 graph, then its INT8 copy
@@ -91,7 +108,7 @@ def export_model(
                 model,
                 (example,),
                 input_names=["images"],
-                output_names=["p_cat"],
+                output_names=[output_name(classes)],
                 dynamic_shapes=({0: batch},),
                 dynamo=True,
                 verbose=False,

@@ -1,4 +1,8 @@
-"""``CatDogClassifier``: the LightningModule that trains the network it is given with BCE and reports metrics.
+"""``CatDogClassifier``: the LightningModule that trains the network it is given and reports metrics.
+
+Two classes (the lesson's cat/dog): one logit, BCE, binary metrics. Three or more: one logit per class,
+cross-entropy, and torchmetrics' multiclass metrics (accuracy over all images, macro F1, macro AUROC,
+per-class accuracy, top-5 accuracy from ten classes on).
 
 Over 250 lines because Lightning's hooks live on this one class (steps, epoch ends, optimisers, callbacks) and
 the frozen-part pass a probe caches (its test-time views and precision) needs the module's standardisation and
@@ -8,6 +12,7 @@ views; the networks (``--model.net``, models/nets.py), backbones and fine-tuning
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Literal
 
 import lightning as L
@@ -15,8 +20,16 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryF1Score,
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassF1Score,
+)
 
+from ..classes import CATDOG_CLASSES, output_count, probabilities
 from ..errors import ConfigError
 from ..hardware import resolve_feature_precision
 from . import schedules
@@ -24,16 +37,33 @@ from .features import extract_features
 from .layers import Standardize, ViewAverage, average_views, views, zoom_margin
 from .nets import DEFAULT_NET, build_net, short_name
 
+TOP5_FROM = 10  # classes from which top-5 accuracy is reported
+
 
 @rank_zero_only
 def rank_zero_print(line: str) -> None:
     print(line)
 
 
-def _stage_metrics(stage: str) -> MetricCollection:
-    return MetricCollection(
-        {"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()}, prefix=f"{stage}/"
-    )
+def _accuracy(count: int):
+    """Accuracy as the share of all images right (micro average, for any number of classes)."""
+    return BinaryAccuracy() if count == 2 else MulticlassAccuracy(count, average="micro")
+
+
+def _stage_metrics(stage: str, count: int) -> MetricCollection:
+    """acc (share of images right), f1 and auroc (binary; macro for more classes: each class weighs the same),
+    top5_acc from :data:`TOP5_FROM` classes on."""
+    if count == 2:
+        metrics = {"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()}
+    else:
+        metrics = {
+            "acc": _accuracy(count),
+            "f1": MulticlassF1Score(count, average="macro"),
+            "auroc": MulticlassAUROC(count, average="macro"),
+        }
+        if count >= TOP5_FROM:
+            metrics["top5_acc"] = MulticlassAccuracy(count, top_k=5, average="micro")
+    return MetricCollection(metrics, prefix=f"{stage}/")
 
 
 class CatDogClassifier(L.LightningModule):
@@ -41,6 +71,7 @@ class CatDogClassifier(L.LightningModule):
         self,
         net: nn.Module | str = DEFAULT_NET,  # noqa: B006 (a mapping, as jsonargparse and hparams.yaml show it)
         image_size: int = 64,
+        class_names: Sequence[str] = CATDOG_CLASSES,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         optimizer: Literal["adam", "adamw", "sgd"] = "adam",
@@ -48,14 +79,15 @@ class CatDogClassifier(L.LightningModule):
         tta_flip: bool = False,
         tta_zoom: float = 1.0,
     ):
-        """A network trained with BCE-with-logits and Adam (or AdamW, or SGD): the loss, the metrics, the
-        optimiser and its schedule, and the test-time views. The network is a parameter.
+        """A network trained with BCE-with-logits (two classes) or cross-entropy and Adam (or AdamW, or SGD): the
+        loss, the metrics, the optimiser and its schedule, and the test-time views. The network is a parameter.
 
         Args:
             net: the network: a short name (mlp: the lesson's, cnn, or a pretrained backbone such as
                 efficientnet_lite1), or class_path and init_args (its own settings), e.g. --model.net
                 catdog_lightning.models.SmallCNN --model.net.init_args.channels [16,32] (docs/your-network.md).
             image_size: side of the square input images (follows --data.image_size).
+            class_names: the classes in label order (follows the data: train/'s class folders).
             lr: learning rate (the peak rate with the onecycle scheduler).
             weight_decay: weight decay: an L2 term in the gradient with adam and sgd, decoupled with adamw.
             optimizer: adam (the lesson's), adamw (weight decay applied to the weights directly) or sgd
@@ -79,23 +111,30 @@ class CatDogClassifier(L.LightningModule):
         ):
             if value not in allowed:
                 raise ConfigError(f"--model.{flag} must be one of {', '.join(allowed)}, got {value!r}.")
+        class_names = [str(name) for name in class_names]
+        if len(class_names) < 2 or len(set(class_names)) != len(class_names):
+            raise ConfigError(f"class_names must be two or more different names, got {class_names}.")
+        count = len(class_names)
         if isinstance(net, nn.Module):  # built by the caller: recorded by its class alone
             self.net, net = net, {"class_path": f"{type(net).__module__}.{type(net).__qualname__}", "init_args": {}}
         else:
-            self.net, net = build_net(net, image_size)
+            self.net, net = build_net(net, image_size, output_count(count))
         # Primitives only (net as its class_path mapping): the checkpoint loads with weights_only=True.
         self.save_hyperparameters()
         self.standardize = Standardize()  # identity unless the data module has --data.normalize
         if statistics := getattr(self.net, "input_statistics", None):  # what pretrained weights expect
             self.standardize.set_statistics(*(torch.tensor(s) for s in statistics))
-        # BCEWithLogits = the lesson's Sigmoid + BCELoss, computed stably (log-sum-exp).
-        self.loss_fn = nn.BCEWithLogitsLoss()
-        self.train_acc = BinaryAccuracy()
+        # BCEWithLogits = the lesson's Sigmoid + BCELoss, computed stably (log-sum-exp); its N-class kin.
+        self.loss_fn = nn.BCEWithLogitsLoss() if count == 2 else nn.CrossEntropyLoss()
+        self.train_acc = _accuracy(count)
         self.train_loss = MeanMetric()
         for metric in (self.train_acc, self.train_loss):  # in checkpoints: a mid-epoch resume goes on counting
             metric.persistent(True)
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self.val_metrics, self.test_metrics = _stage_metrics("val"), _stage_metrics("test")
+        self.val_metrics, self.test_metrics = _stage_metrics("val", count), _stage_metrics("test", count)
+        # Each class's accuracy (the share of its images found), logged as <stage>/class_acc/<name>.
+        per_class = (lambda: MulticlassAccuracy(count, average=None)) if count > 2 else None
+        self.val_per_class, self.test_per_class = (per_class(), per_class()) if per_class else (None, None)
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so "best" survives a resume
 
@@ -193,8 +232,12 @@ class CatDogClassifier(L.LightningModule):
                 digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
 
+    @property
+    def class_count(self) -> int:
+        return len(self.hparams.class_names)
+
     def _shared_step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Loss, P(cat) and labels of a batch.
+        """Loss, probabilities (two classes: of the second, P(cat); else ``N x C``) and labels of a batch.
 
         Metrics get probabilities, never logits: torchmetrics' binary metrics apply a sigmoid only to a
         batch holding a value outside [0, 1], so logits that all happen to fall inside it would be
@@ -202,7 +245,26 @@ class CatDogClassifier(L.LightningModule):
         """
         inputs, labels = batch
         logits = self.logits(inputs)
-        return self.loss_fn(logits, labels.float()), torch.sigmoid(logits.detach()), labels
+        count = self.class_count
+        self._check_outputs(logits, len(labels))
+        if count == 2:
+            return self.loss_fn(logits, labels.float()), torch.sigmoid(logits.detach()), labels
+        return self.loss_fn(logits, labels), torch.softmax(logits.detach().float(), -1), labels
+
+    def _check_outputs(self, logits: torch.Tensor, batch: int) -> None:
+        """A network whose output does not fit the classes is one line, not a loss function's shape error."""
+        count = self.class_count
+        wanted = (batch,) if count == 2 else (batch, count)
+        if tuple(logits.shape) != wanted:
+            raise ConfigError(
+                f"--model.net {short_name(self.hparams.net)} gives {tuple(logits.shape)} logits for {batch} "
+                f"images; {count} classes need {wanted}. Give your network a num_outputs argument: it is set "
+                "to the logits the classes need (docs/your-network.md)."
+            )
+
+    def probabilities(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``N x C`` class probabilities for a batch as :meth:`logits` takes it."""
+        return probabilities(self.logits(inputs), self.class_count)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, probs, labels = self._shared_step(batch)
@@ -223,6 +285,8 @@ class CatDogClassifier(L.LightningModule):
         loss, probs, labels = self._shared_step(batch)
         self.val_loss.update(loss, weight=len(labels))
         self.val_metrics.update(probs, labels)
+        if self.val_per_class is not None:
+            self.val_per_class.update(probs, labels)
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         return {"probs": probs, "labels": labels}
 
@@ -230,6 +294,8 @@ class CatDogClassifier(L.LightningModule):
         # Computed over the whole epoch's predictions, not averaged over batches.
         if self.trainer.sanity_checking:  # a few batches of an untrained net: nothing worth reporting
             self.val_metrics.reset()
+            if self.val_per_class is not None:
+                self.val_per_class.reset()
             return
         metrics = self.val_metrics.compute()
         self.val_metrics.reset()
@@ -237,23 +303,34 @@ class CatDogClassifier(L.LightningModule):
         self.val_acc_best(acc)
         self.log("val/acc", acc, prog_bar=True)
         self.log("val/acc_best", self.val_acc_best.compute())
-        self.log_dict(metrics)
+        self.log_dict({**metrics, **self._per_class("val", self.val_per_class)})
 
     def test_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         loss, probs, labels = self._shared_step(batch)
         self.test_loss.update(loss, weight=len(labels))
         self.test_metrics.update(probs, labels)
+        if self.test_per_class is not None:
+            self.test_per_class.update(probs, labels)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         return {"probs": probs, "labels": labels}
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
+        self.log_dict({**self.test_metrics.compute(), **self._per_class("test", self.test_per_class)})
         self.test_metrics.reset()
 
+    def _per_class(self, stage: str, metric: MulticlassAccuracy | None) -> dict[str, torch.Tensor]:
+        """``<stage>/class_acc/<name>`` for each class (computed, then reset); none for two classes."""
+        if metric is None:
+            return {}
+        values = metric.compute()
+        metric.reset()
+        names = self.hparams.class_names
+        return {f"{stage}/class_acc/{name}": value for name, value in zip(names, values, strict=True)}
+
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        """P(cat) for each image."""
+        """``N x C`` class probabilities for each image (two classes: P(dog), P(cat) for the lesson's)."""
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return torch.sigmoid(self.logits(inputs))
+        return self.probabilities(inputs)
 
     def configure_optimizers(self):
         # fused: one kernel for all parameters instead of a Python loop over them; the same Adam maths,

@@ -20,6 +20,12 @@ def refuse_oversized(parameters: int, flag: str) -> None:
         )
 
 
+def one_logit_flat(logits: torch.Tensor) -> torch.Tensor:
+    """``N x 1`` as ``N`` (two classes: one logit an image); ``N x C`` as it is. A Python test of the static
+    width, not ``squeeze(-1)``, which an ONNX graph turns into a Squeeze that fails on a width other than 1."""
+    return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
+
+
 class Standardize(nn.Module):
     """``(x - mean) / std`` per colour channel of ``N x C x H x W`` images.
 

@@ -1,8 +1,9 @@
 """Which network a run trains: ``--model.net``, a class_path/init_args mapping as LightningCLI takes it, or a
 short name (``mlp``, ``cnn``, a backbone such as ``efficientnet_lite1``).
 
-A network is any ``nn.Module`` from ``N x 3 x S x S`` float images to ``N`` logits; one that takes an
-``image_size`` argument is given the data's. Its own settings are its own ``init_args``. What checkpoints
+A network is any ``nn.Module`` from ``N x 3 x S x S`` float images to ``N`` logits (two classes) or ``N x C``
+(C classes); one that takes an ``image_size`` argument is given the data's, one that takes ``num_outputs`` is
+given the logits the data's classes need. Its own settings are its own ``init_args``. What checkpoints
 record is the mapping with every argument filled in: plain data, read back only after the allow-list has
 passed its class_path (the callers check it: settings files, runs, checkpoints).
 """
@@ -27,6 +28,7 @@ DEFAULT_NET = {"class_path": MLP_PATH}
 # The same classes by the names catdog_lightning.models exports them under (the recipes use those).
 EXPORTED = {f"catdog_lightning.models.{p.rpartition('.')[2]}": p for p in (MLP_PATH, CNN_PATH, PRETRAINED_PATH)}
 SHORT_NAMES = ("mlp", "cnn", *BACKBONES)
+LINKED = ("image_size", "num_outputs")  # a network's arguments that follow the data, never set by hand
 
 
 def expand(net: str | dict | None) -> dict:
@@ -39,7 +41,8 @@ def expand(net: str | dict | None) -> dict:
     if not isinstance(net, dict) or not isinstance(net.get("init_args") or {}, dict):
         raise ConfigError(f"{FLAG}: give a short name ({', '.join(SHORT_NAMES[:3])}, ...) or class_path and init_args.")
     path, init_args = str(net.get("class_path") or MLP_PATH), dict(net.get("init_args") or {})
-    init_args.pop("image_size", None)  # the data's, always (a parser fills in the class's default)
+    for linked in LINKED:  # the data's, always (a parser fills in the class's default)
+        init_args.pop(linked, None)
     path = EXPORTED.get(path, path)
     if path in ("mlp", "cnn"):
         path = MLP_PATH if path == "mlp" else CNN_PATH
@@ -77,22 +80,23 @@ def net_class(spec: dict) -> type[nn.Module]:
     return found
 
 
-def build_net(net: str | dict | None, image_size: int) -> tuple[nn.Module, dict]:
-    """The network, and its settings with every argument filled in (``image_size`` aside: it is the data's)."""
+def build_net(net: str | dict | None, image_size: int, num_outputs: int = 1) -> tuple[nn.Module, dict]:
+    """The network, and its settings with every argument filled in (those in :data:`LINKED` aside: the data's)."""
     spec = expand(net)
     cls = net_class(spec)
     parameters = inspect.signature(cls).parameters
     unknown = [k for k in spec["init_args"] if k not in parameters]  # (expand has set image_size aside)
     if unknown:
-        accepted = ", ".join(p for p in parameters if p not in ("self", "image_size"))
+        accepted = ", ".join(p for p in parameters if p not in ("self", *LINKED))
         raise ConfigError(f"{FLAG}.init_args.{unknown[0]}: {cls.__name__} takes {accepted or 'no arguments'}.")
     filled = {
         name: copy.deepcopy(p.default)
         for name, p in parameters.items()
-        if p.default is not inspect.Parameter.empty and name != "image_size"
+        if p.default is not inspect.Parameter.empty and name not in LINKED
     }
     init_args = _plain({**filled, **spec["init_args"]})
-    sized = {"image_size": image_size} if "image_size" in parameters else {}
+    linked = {"image_size": image_size, "num_outputs": num_outputs}
+    sized = {name: value for name, value in linked.items() if name in parameters}
     try:
         module = cls(**sized, **init_args)
     except TypeError as exc:  # a required argument missing, or one of the wrong kind

@@ -1,4 +1,4 @@
-"""A pretrained backbone with a fresh one-logit head, how it trains, and where its frozen part ends.
+"""A pretrained backbone with a fresh head (one logit, or one per class), how it trains, and where its frozen part ends.
 
 A probe freezes the whole backbone; a block fine-tune freezes all but its top blocks. Either way the frozen
 part's output for a photo never changes, so it is computed once (:meth:`PretrainedNet.frozen_output`) and
@@ -17,13 +17,14 @@ from torch import nn
 from ..errors import ConfigError
 from .backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, LITE_VARIANTS, build_backbone, pretrained_state
 from .finetuning import HeadThenBackbone, TopDownFinetuning
+from .layers import one_logit_flat
 
 FLAG = "--model.net.init_args"
 Backbone = Literal[tuple(BACKBONES)]
 
 
 class PretrainedNet(nn.Module):
-    """An ImageNet backbone and a fresh one-logit head (dropout, linear): ``N x 3 x S x S`` -> ``N`` logits.
+    """An ImageNet backbone and a fresh head (dropout, linear): ``N x 3 x S x S`` -> ``N`` logits (``N x C``).
 
     ``--model.net efficientnet_lite1`` is short for this class with ``arch: efficientnet_lite1``.
     """
@@ -41,6 +42,7 @@ class PretrainedNet(nn.Module):
         backbone_lr_ratio: float = 0.1,
         finetune_blocks: int | None = None,
         feature_precision: Literal["auto", "32", "bf16"] = "auto",
+        num_outputs: int = 1,
     ):
         """
         Args:
@@ -62,6 +64,7 @@ class PretrainedNet(nn.Module):
             feature_precision: auto, 32 or bf16: the precision of the frozen layers' one pass over every photo.
                 bf16 autocast is faster only on CPUs with AMX or AVX512-BF16 and on GPUs with bf16; elsewhere it
                 is emulated and many times slower. auto picks bf16 there and 32 everywhere else.
+            num_outputs: logits per image (follows the data's classes: 1 for two, else one per class).
         """
         super().__init__()
         if arch not in BACKBONES:
@@ -84,7 +87,7 @@ class PretrainedNet(nn.Module):
         self.arch, self.weights, self.feature_precision = arch, weights, feature_precision
         self.unfreeze_at_epoch, self.backbone_lr_ratio = unfreeze_at_epoch, backbone_lr_ratio
         self.backbone, features = build_backbone(arch, image_size)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, 1))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_outputs))
         # How many top blocks train above the frozen part: 0 a probe, None no frozen part (the whole backbone).
         self.cut = 0 if unfreeze_at_epoch is None else finetune_blocks
         if self.cut and not 1 <= self.cut < getattr(self.backbone, "blocks", 0):
@@ -99,7 +102,7 @@ class PretrainedNet(nn.Module):
         return self.head_logits(self.backbone(images.contiguous(memory_format=torch.channels_last)))
 
     def head_logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features).squeeze(-1)
+        return one_logit_flat(self.head(features))
 
     @property
     def caches_features(self) -> bool:

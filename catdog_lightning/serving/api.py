@@ -28,6 +28,7 @@ from fastapi import Depends, HTTPException
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 
+from ..classes import as_columns, is_catdog, predicted, top
 from ..data.decode import TooManyPixels, decode_image
 from ..inference.onnx_runtime import session
 from ..inference.predictor import load_classifier
@@ -82,7 +83,9 @@ def _in_words(exc: Exception) -> str:
 
 
 class CatDogAPI(ls.LitAPI):
-    """P(cat) of uploaded photos through a trained checkpoint (``backend`` torch) or its ONNX export (onnx)."""
+    """Class probabilities of uploaded photos through a trained checkpoint (``backend`` torch) or its ONNX export
+    (onnx): each photo's label, every class's probability and the three most probable (for the lesson's classes
+    also ``p_cat``, as before classes were a model's)."""
 
     def __init__(self, ckpt: str, backend: str = "torch", onnx_path: str | None = None, model: dict | None = None,
                  api_key: str | None = None, threads: int = 0, max_photos: int = 64, max_pixels: int | None = None,
@@ -100,6 +103,7 @@ class CatDogAPI(ls.LitAPI):
             torch.set_num_threads(self.threads)
         self.classifier = load_classifier(self.ckpt, "cpu" if device == "cpu" else device, allowed=self.allowed)
         self.size, self.draft = self.classifier.image_size, self.classifier.draft
+        self.classes = list(self.classifier.classes)
         if self.backend != "torch":  # onnx, int8: the export on ONNX Runtime
             self.session = session(self.onnx_path, self.threads)
 
@@ -132,7 +136,7 @@ class CatDogAPI(ls.LitAPI):
         return inputs  # each request's own list of photos (or its rejection); predict pools them
 
     def predict(self, requests: list, **kwargs) -> list:
-        """One forward pass for every photo of every request in the batch; P(cat) back per request."""
+        """One forward pass for every photo of every request in the batch; class probabilities back per request."""
         if self.max_batch_size == 1:  # LitServe hands over one request, unbatched
             return self.predict([requests])[0]
         photos = [image for r in requests if not isinstance(r, Rejected) for image in r]
@@ -141,7 +145,7 @@ class CatDogAPI(ls.LitAPI):
         pixels = np.stack(photos).transpose(0, 3, 1, 2)  # N x 3 x S x S uint8, as training's
         if self.backend != "torch":
             (probs,) = self.session.run(None, {"images": pixels.astype(np.float32) / 255})
-            probs = probs.tolist()
+            probs = as_columns(torch.from_numpy(probs), len(self.classes)).tolist()
         else:
             probs = self.classifier.probabilities(torch.from_numpy(pixels)).tolist()
         out, start = [], 0
@@ -159,10 +163,23 @@ class CatDogAPI(ls.LitAPI):
     def encode_response(self, output, **kwargs):
         if isinstance(output, Rejected):
             return JSONResponse({"error": output.message}, status_code=output.status)
-        answers = [{"label": "cat" if p > 0.5 else "dog", "p_cat": round(float(p), 6)} for p in output]
+        answers = [answer(row, self.classes) for row in output]
         if len(answers) == 1:
             return {**answers[0], "model": self.model_info.get("name")}
         return {"predictions": answers, "model": self.model_info.get("name")}
+
+
+def answer(row: list[float], classes: list[str]) -> dict:
+    """One photo's JSON answer: its label, each class's probability, the three most probable classes (and, for
+    the lesson's classes, p_cat as it always was)."""
+    probabilities = {name: round(float(p), 6) for name, p in zip(classes, row, strict=True)}
+    out = {"label": classes[predicted(row)]}
+    if is_catdog(classes):
+        out["p_cat"] = probabilities["cat"]
+    return out | {
+        "probabilities": probabilities,
+        "top": [{"label": name, "p": round(p, 6)} for name, p in top(row, classes)],
+    }
 
 
 def thread_share(workers: int) -> int:

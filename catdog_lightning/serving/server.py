@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from ..allow_list import allowed_modules
+from ..classes import CATDOG_CLASSES
 from ..errors import ConfigError, Interrupted, QuietOnceStopped
 from ..inference.locate import checkpoint_or_latest
 from ..inference.onnx_runtime import check_backend
@@ -49,6 +50,7 @@ def describe(ckpt: str, allowed: tuple[str, ...] = ()) -> dict:
         "image_size": int(hparams["image_size"]),
         "test_acc": test_acc,
         "looks": 1 + bool(hparams.get("tta_flip")),
+        "classes": [str(name) for name in hparams.get("class_names", CATDOG_CLASSES)],
     }
 
 

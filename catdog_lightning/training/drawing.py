@@ -27,23 +27,29 @@ def caption_grid(
     return sheet
 
 
-def confusion_matrix_image(matrix: Sequence[Sequence[int]], title: str = "") -> Image.Image:
-    """A 2 x 2 confusion matrix (rows: true dog, cat; columns: predicted dog, cat), shaded by share of its row."""
+def confusion_matrix_image(
+    matrix: Sequence[Sequence[int]], title: str = "", classes: Sequence[str] = ("dog", "cat")
+) -> Image.Image:
+    """A C x C confusion matrix (rows: true class, columns: predicted, in ``classes``' order), each cell shaded by
+    its share of the row: the diagonal blue, mistakes red."""
     font = ImageFont.load_default()
-    cell, margin = 90, 70
-    img = Image.new("RGB", (margin + 2 * cell + 10, margin + 2 * cell + 10), (255, 255, 255))
+    count = len(classes)
+    cell = max(36, min(90, 640 // count))
+    margin = 16 + 6 * max(len(name) for name in classes[:count]) + 40
+    img = Image.new("RGB", (margin + count * cell + 10, margin + count * cell + 10), (255, 255, 255))
     draw = ImageDraw.Draw(img)
-    draw.text((margin, 4), title, fill=(0, 0, 0), font=font)
-    for c, name in enumerate(["predicted dog", "predicted cat"]):
-        draw.text((margin + c * cell + 6, margin - 16), name, fill=(0, 0, 0), font=font)
-    for r, name in enumerate(["true dog", "true cat"]):
+    draw.text((4, 4), f"{title}  (rows: true, columns: predicted)", fill=(0, 0, 0), font=font)
+    for c, name in enumerate(classes):  # column heads, each on its own line so long names do not collide
+        draw.text((margin + c * cell + 2, 20 + (c % 3) * 12), name[: cell // 6], fill=(0, 0, 0), font=font)
+    for r, name in enumerate(classes):
         draw.text((4, margin + r * cell + cell // 2 - 6), name, fill=(0, 0, 0), font=font)
         total = max(1, sum(matrix[r]))
-        for c in range(2):
+        for c in range(count):
             share = matrix[r][c] / total
             shade = int(255 - 170 * share)
             fill = (shade, shade, 255) if r == c else (255, shade, shade)
             box = [margin + c * cell, margin + r * cell, margin + (c + 1) * cell - 2, margin + (r + 1) * cell - 2]
             draw.rectangle(box, fill=fill)
-            draw.text((box[0] + 8, box[1] + cell // 2 - 12), f"{matrix[r][c]}\n{share:.0%}", fill=(0, 0, 0), font=font)
+            text = f"{matrix[r][c]}\n{share:.0%}" if cell >= 50 else f"{matrix[r][c]}"
+            draw.text((box[0] + 4, box[1] + cell // 2 - 12), text, fill=(0, 0, 0), font=font)
     return img

@@ -22,6 +22,7 @@ import lightning as L
 import yaml
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from ..classes import CATDOG_CLASSES
 from ..data import CatDogDataModule
 from ..errors import ConfigError, Interrupted
 from ..models import CatDogClassifier
@@ -40,7 +41,7 @@ from .callbacks import (
     signals_raise,
 )
 from .resume import RUN_NAME_ENV, is_main_process, resolve_run
-from .settings import DEFAULT_SEED, RENAMED, TRAINER_DEFAULTS
+from .settings import DEFAULT_SEED, LINKS, RENAMED, TRAINER_DEFAULTS
 from .trainer import (
     BEST_MODE,
     build_trainer,
@@ -60,9 +61,13 @@ def _results_table(metrics: dict) -> str:
         ("test/acc", f"{metrics['test/acc']:.4f}"),
         ("test/f1", f"{metrics['test/f1']:.4f}"),
         ("test/auroc", f"{metrics['test/auroc']:.4f}"),
+        *([("test/top5", f"{metrics['test/top5_acc']:.4f}")] if "test/top5_acc" in metrics else []),
         ("run dir", metrics["run_dir"]),
         ("watch", f"tensorboard --logdir {Path(metrics['run_dir']).parent}"),
     ]
+    per_class = {k.rpartition("/")[2]: v for k, v in metrics.items() if k.startswith("test/class_acc/")}
+    if per_class:  # three classes or more: f1 and auroc are macro averages; each class's accuracy after them
+        rows.insert(-2, ("per class", ", ".join(f"{name} {value:.3f}" for name, value in per_class.items())))
     return "\n".join(["", "Results"] + [f"  {k:<11} {v}" for k, v in rows])
 
 
@@ -85,9 +90,16 @@ def join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, c
             "weights were trained with (ImageNet's); drop the flag."
         )
     if ckpt is not None:  # resuming: fit restores weights and statistics from the checkpoint
+        saved = read_checkpoint(ckpt)
+        trained_on = list(saved.get("hyper_parameters", {}).get("class_names", CATDOG_CLASSES))
+        if trained_on != list(model.hparams.class_names):
+            raise ConfigError(
+                f"--ckpt_path {ckpt}: it was trained on the classes {', '.join(trained_on)}; "
+                f"{datamodule.root / 'train'} now holds {', '.join(model.hparams.class_names)}. Put the class "
+                "folders back as they were, or start a new run."
+            )
         if model.caches_features:  # ...but cached features are computed before fit, from the same weights
-            saved = read_checkpoint(ckpt)  # (resume.resolve_run checked it builds this model)
-            model.load_state_dict(saved["state_dict"])
+            model.load_state_dict(saved["state_dict"])  # (resume.resolve_run checked it builds this model)
     else:
         # --data.normalize: the training split's statistics become part of the model (and its checkpoints).
         if datamodule.hparams.normalize:
@@ -140,7 +152,7 @@ def check_settings(config: dict) -> None:
     data = CatDogDataModule(**dict(config.get("data") or {}))
     if config.get("model"):
         refuse_renamed(config["model"])
-        CatDogClassifier(**{**config["model"], "image_size": data.hparams.image_size})
+        CatDogClassifier(**{**config["model"], "image_size": data.hparams.image_size})  # classes: the lesson's
 
 
 def refuse_renamed(model: dict) -> None:
@@ -150,21 +162,28 @@ def refuse_renamed(model: dict) -> None:
             raise ConfigError(f"model.{key} is now {RENAMED[f'model.{key}']}; see docs/your-network.md.")
 
 
+def linked(datamodule: CatDogDataModule) -> dict:
+    """The model's arguments that follow the data (settings.LINKS: the image size, the classes)."""
+    return {target: datamodule.hparams[source] if when == "parse" else getattr(datamodule, source)
+            for source, target, when in LINKS}  # fmt: skip
+
+
 def data_and_model(config: dict, seed: int) -> tuple[CatDogDataModule, CatDogClassifier]:
-    """The run's DataModule, set up, and its model (the net's input size follows the data's)."""
+    """The run's DataModule, set up, and its model (the net's input size and classes follow the data's)."""
     datamodule = CatDogDataModule(**dict(config.get("data") or {}))
     datamodule.sampling_seed = seed
     if datamodule.hparams.val_fraction == 0:
         raise ConfigError("--data.val_fraction 0 leaves no validation images to pick the best checkpoint; try 0.1.")
-    model_cfg = {**(config.get("model") or {}), "image_size": datamodule.hparams.image_size}
+    follows = {target for _, target, _ in LINKS}  # a resumed run's saved values are the data's again
+    model_cfg = {k: v for k, v in (config.get("model") or {}).items() if k not in follows}
     refuse_renamed(model_cfg)
-    L.seed_everything(seed, workers=True, verbose=False)
-    model = CatDogClassifier(**model_cfg)
+    CatDogClassifier(**{**model_cfg, "image_size": datamodule.hparams.image_size})  # settings checked before decoding
     # Decode (or load from cache) before anything else, so data errors surface before any Lightning output
     # and before a run directory is made.
     datamodule.prepare_data()
     datamodule.setup("fit")
-    return datamodule, model
+    L.seed_everything(seed, workers=True, verbose=False)
+    return datamodule, CatDogClassifier(**model_cfg, **linked(datamodule))
 
 
 @known_warnings_quiet()
@@ -246,7 +265,7 @@ def _fit_and_test(
     done = int(read_checkpoint(ckpt)["epoch"]) + 1 if ckpt is not None else 0  # epochs a resumed run has trained
     resolved = {
         "data": dict(datamodule.hparams),
-        "model": {k: v for k, v in model.hparams.items() if k != "image_size"},
+        "model": {k: v for k, v in model.hparams.items() if k not in {target for _, target, _ in LINKS}},
         **settings,
         "run_name": run.name,
     }

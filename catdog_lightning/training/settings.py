@@ -52,6 +52,12 @@ DESCRIPTION = (
 )
 
 
+# (DataModule setting or attribute, LightningModule argument, when jsonargparse applies it): the network's input
+# size is the data's setting; the classes are the DataModule's (train/'s class folders), known once it exists.
+# train() applies the same links where it builds the two (training.fit.data_and_model).
+LINKS = (("image_size", "image_size", "parse"), ("class_names", "class_names", "instantiate"))
+
+
 class CatDogCLI(LightningCLI):
     """train.py's command line on Lightning's ``LightningCLI``.
 
@@ -105,7 +111,8 @@ class CatDogCLI(LightningCLI):
         parser.set_defaults({f"trainer.{k}": v for k, v in self.trainer_defaults.items()})
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.image_size", "model.image_size")  # the network's input is the data's
+        for source, target, when in LINKS:  # what the model takes from the data, never set by hand
+            parser.link_arguments(f"data.{source}", f"model.{target}", apply_on=when)
         parser.add_argument(
             "--ckpt_path",
             type=str | None,

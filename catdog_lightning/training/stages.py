@@ -14,6 +14,7 @@ import lightning as L
 import torch
 
 from ..allow_list import allowed_modules
+from ..classes import CATDOG_CLASSES, prediction_text
 from ..data import CatDogDataModule
 from ..data.scan import printable
 from ..errors import ConfigError
@@ -47,6 +48,24 @@ def checkpoint_data(saved: dict, data: dict | None = None, own_data: bool = True
     return datamodule
 
 
+def saved_classes(saved: dict) -> list[str]:
+    """A (read) checkpoint's classes in label order; the lesson's for one saved before models had classes."""
+    return [str(name) for name in saved.get("hyper_parameters", {}).get("class_names", CATDOG_CLASSES)]
+
+
+def own_data(saved: dict, data: dict | None = None) -> CatDogDataModule:
+    """:func:`checkpoint_data`, set up, with the checkpoint's classes checked against its data folder's."""
+    datamodule = checkpoint_data(saved, data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    if list(datamodule.class_names) != saved_classes(saved):
+        raise ConfigError(
+            f"--ckpt_path: the model knows the classes {', '.join(saved_classes(saved))}; {datamodule.root / 'train'} "
+            f"now holds {', '.join(datamodule.class_names)}. Score it on a folder of its classes (--data.data_dir)."
+        )
+    return datamodule
+
+
 def evaluator(trainer: dict, **options) -> L.Trainer:
     """A Trainer that only evaluates: no logger, no checkpoints, every image once (no distributed sampler)."""
     return L.Trainer(
@@ -65,7 +84,8 @@ def predicted_probabilities(
     evaluating: L.Trainer,
     allowed: tuple[str, ...] = (),
 ) -> torch.Tensor:
-    """P(cat) of every image of the DataModule's test split, in order, from Lightning's ``trainer.predict``."""
+    """``N x C`` class probabilities of every image of the DataModule's test split, in order, from Lightning's
+    ``trainer.predict``."""
     model = load_model(ckpt_path, saved, allowed)
     return torch.cat(evaluating.predict(model, datamodule=datamodule)).cpu().float()
 
@@ -83,7 +103,7 @@ def evaluate_checkpoint(
     saved = read_checkpoint(ckpt_path)
     evaluating = evaluator({**TRAINER_DEFAULTS, **(trainer or {})})
     run = evaluating.test if stage == "test" else evaluating.validate
-    metrics = run(load_model(ckpt_path, saved, allowed), datamodule=checkpoint_data(saved, data), verbose=False)[0]
+    metrics = run(load_model(ckpt_path, saved, allowed), datamodule=own_data(saved, data), verbose=False)[0]
     return {k: float(v) for k, v in metrics.items()}
 
 
@@ -91,7 +111,8 @@ def evaluate_checkpoint(
 def stage_command(stage: str, flags: dict) -> None:
     """``train.py validate|test|predict --ckpt_path PATH|last|best``: one stage of a trained checkpoint.
 
-    validate and test print the LightningModule's metrics; predict prints P(cat) for each test image.
+    validate and test print the LightningModule's metrics; predict prints each test image's prediction (as
+    predict.py does).
     """
     if not flags.get("ckpt_path"):
         raise ConfigError(f"{stage} needs --ckpt_path: a checkpoint file, last or best (of the latest run).")
@@ -105,7 +126,7 @@ def stage_command(stage: str, flags: dict) -> None:
             print(f"  {key:<12} {value:.4f}")
         return
     saved = read_checkpoint(ckpt)
-    datamodule = checkpoint_data(saved, flags.get("data"))
+    datamodule = own_data(saved, flags.get("data"))
     probs = predicted_probabilities(ckpt, saved, datamodule, evaluator(trainer), allowed_modules(flags)).tolist()
-    for path, p in zip(datamodule.test_set.paths, probs, strict=True):
-        print(f"{printable(path)}\t{p:.4f}\t{'cat' if p > 0.5 else 'dog'}")
+    for path, row in zip(datamodule.test_set.paths, probs, strict=True):
+        print(f"{printable(path)}\t{prediction_text(row, saved_classes(saved))}")

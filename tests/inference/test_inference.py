@@ -67,7 +67,7 @@ def test_predict_equals_trainer_predict_on_the_same_images(trained, tiny_dataset
     model = CatDogClassifier.load_from_checkpoint(ckpt, weights_only=True)
     dm = CatDogDataModule(str(tiny_dataset), image_size=16, cache=False)
     dm.setup()
-    expected = torch.cat(L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).predict(model, dm))
+    expected = torch.cat(L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).predict(model, dm))[:, 1]
     paths = [f.path for f in scan_folder(tiny_dataset / "test").files]
     got = torch.tensor([p.p_cat for p in load_classifier(ckpt).predict(paths)])
     assert torch.allclose(got, expected, atol=1e-6)
@@ -177,7 +177,7 @@ def test_torchscript_export_gives_the_same_probabilities(trained, tiny_dataset, 
     ckpt, _, _ = trained
     assert export_main(["--ckpt_path", str(ckpt), "--format", "torchscript", "--output", str(tmp_path / "m.pt")]) == 0
     images = real_images(tiny_dataset, 16)
-    expected = load_classifier(ckpt).probabilities(images)
+    expected = load_classifier(ckpt).probabilities(images)[:, 1]  # the file gives P(cat), as it always has
     files = {"contract.json": ""}
     scripted = torch.jit.load(str(tmp_path / "m.pt"), _extra_files=files)
     got = scripted(images.float() / 255)
@@ -190,12 +190,13 @@ def test_onnx_export_gives_the_same_probabilities(trained, tiny_dataset, tmp_pat
     ckpt, _, _ = trained
     assert export_main(["--ckpt_path", str(ckpt), "--format", "onnx", "--output", str(tmp_path / "m.onnx")]) == 0
     images = real_images(tiny_dataset, 16)
-    expected = load_classifier(ckpt).probabilities(images).numpy()
+    expected = load_classifier(ckpt).probabilities(images)[:, 1].numpy()  # P(cat), the file's p_cat
     session = ort.InferenceSession(str(tmp_path / "m.onnx"))
     (got,) = session.run(None, {"images": images.float().numpy() / 255})
     assert np.abs(got - expected).max() < 1e-5
     meta = session.get_modelmeta().custom_metadata_map
-    assert "RGB" in meta["input"] and "P(cat)" in meta["output"]
+    assert "RGB" in meta["input"] and "P(cat)" in meta["output"] and json.loads(meta["classes"]) == ["dog", "cat"]
+    assert [o.name for o in session.get_outputs()] == ["p_cat"]
 
 
 def test_bad_tool_flags_are_one_line_exit_2(trained, tmp_path, capsys):

