@@ -188,8 +188,10 @@ def test_unbalanced_folders_split_per_class_and_a_tiny_class_is_warned(tmp_path,
     [
         {"class_path": "cnn", "init_args": {"channels": [4, 8]}},
         {"class_path": "efficientnet_lite0", "init_args": {"weights": "none"}},  # a probe
-        {"class_path": "efficientnet_lite0", "init_args": {"weights": "none", "unfreeze_at_epoch": 1,
-                                                           "finetune_blocks": 2}},  # fmt: skip
+        {
+            "class_path": "efficientnet_lite0",
+            "init_args": {"weights": "none", "unfreeze_at_epoch": 1, "finetune_blocks": 2},
+        },  # fmt: skip
         {"class_path": "efficientnet_lite0", "init_args": {"weights": "none", "unfreeze_at_epoch": 1}},
         {"class_path": "efficientnet_lite1+lite2", "init_args": {"weights": "none"}},  # the joined probe
     ],
