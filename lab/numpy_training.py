@@ -55,14 +55,14 @@ def train_numpy(config: dict) -> dict:
         net = NumpyNet(cfg["layer_dims"], cfg["activations"], cfg["init"], cfg["seed"])
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    datamodule.prepare_data()
-    datamodule.setup("fit")
     if len(datamodule.class_names) != 2:
         raise ConfigError(
             f"the NumPy network is the lesson's two-class one (one sigmoid output); "
             f"{datamodule.root / 'train'} holds {len(datamodule.class_names)} classes. Train them with "
             f"python scripts/train.py --data.data_dir {datamodule.root}."
         )
+    datamodule.prepare_data()
+    datamodule.setup("fit")
     print(datamodule.summary)
     (X, Y), (X_test, Y_test) = _columns(datamodule.train_set), _columns(datamodule.test_set)
     val = _columns(datamodule.val_set) if datamodule.val_set is not None else None  # none with val_fraction 0

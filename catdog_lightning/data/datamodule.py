@@ -143,6 +143,8 @@ class CatDogDataModule(L.LightningDataModule):
     @property
     def class_names(self) -> tuple[str, ...]:
         """The classes, in label order: train/'s class folders (sorted), or the lesson's ("dog", "cat")."""
+        if self._classes is None and self.hparams.data_dir is None:  # the built-in pictures: the lesson's
+            self._classes = CATDOG_CLASSES
         if self._classes is None:
             self._classes = self._load(self._folders()[0])[0].classes
         return self._classes

@@ -35,6 +35,7 @@ class SmallCNN(nn.Module):
             num_outputs: logits per image (follows the data's classes: 1 for two, else one per class).
         """
         super().__init__()
+        self.num_outputs = num_outputs
         if not channels or any(int(c) < 1 for c in channels):
             raise ConfigError(
                 f"--model.net.init_args.channels must be a non-empty list of positive sizes, got {list(channels)}."
@@ -70,4 +71,4 @@ class SmallCNN(nn.Module):
         """``N x 3 x S x S`` floats -> ``N`` logits (``N x num_outputs`` for more than one)."""
         # channels_last lets oneDNN/cuDNN run the convolutions without layout shuffles (docs/performance.md).
         images = images.contiguous(memory_format=torch.channels_last)
-        return one_logit_flat(self.head(self.features(images)))
+        return one_logit_flat(self.head(self.features(images)), self.num_outputs)

@@ -20,10 +20,11 @@ def refuse_oversized(parameters: int, flag: str) -> None:
         )
 
 
-def one_logit_flat(logits: torch.Tensor) -> torch.Tensor:
-    """``N x 1`` as ``N`` (two classes: one logit an image); ``N x C`` as it is. A Python test of the static
-    width, not ``squeeze(-1)``, which an ONNX graph turns into a Squeeze that fails on a width other than 1."""
-    return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
+def one_logit_flat(logits: torch.Tensor, outputs: int) -> torch.Tensor:
+    """``N x 1`` as ``N`` (two classes: one logit an image); ``N x C`` as it is. Decided by the layer's width,
+    a plain int: ``squeeze(-1)`` alone becomes an ONNX Squeeze that fails on a width other than 1, and a test
+    of the tensor's shape warns in traced graphs."""
+    return logits.squeeze(-1) if outputs == 1 else logits
 
 
 class Standardize(nn.Module):

@@ -35,6 +35,7 @@ class MLP(nn.Module):
             dropout: dropout after each hidden layer (0 = off).
         """
         super().__init__()
+        self.num_outputs = num_outputs
         if not hidden_dims or any(int(d) < 1 for d in hidden_dims):
             raise ConfigError(
                 f"--model.net.init_args.hidden_dims must be a non-empty list of positive sizes, got {list(hidden_dims)}; "  # noqa: E501
@@ -72,4 +73,4 @@ class MLP(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``N x 3 x S x S`` floats in [0, 1] -> ``N`` logits (P(cat) = sigmoid(logit)), or ``N x num_outputs``."""
-        return one_logit_flat(self.layers(images))
+        return one_logit_flat(self.layers(images), self.num_outputs)

@@ -67,6 +67,7 @@ class PretrainedNet(nn.Module):
             num_outputs: logits per image (follows the data's classes: 1 for two, else one per class).
         """
         super().__init__()
+        self.num_outputs = num_outputs
         if arch not in BACKBONES:
             raise ConfigError(f"{FLAG}.arch must be one of {', '.join(BACKBONES)}, got {arch!r}.")
         if not 0.0 <= dropout < 1.0:
@@ -102,7 +103,7 @@ class PretrainedNet(nn.Module):
         return self.head_logits(self.backbone(images.contiguous(memory_format=torch.channels_last)))
 
     def head_logits(self, features: torch.Tensor) -> torch.Tensor:
-        return one_logit_flat(self.head(features))
+        return one_logit_flat(self.head(features), self.num_outputs)
 
     @property
     def caches_features(self) -> bool:

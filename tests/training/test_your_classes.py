@@ -206,3 +206,14 @@ def test_every_network_trains_on_three_classes(net, tmp_path):
     assert {f"test/class_acc/{n}" for n in names} <= set(metrics) and metrics["epochs_trained"] == 2
     predictions = load_classifier(metrics["best_checkpoint"]).predict([root / "test"])
     assert len(predictions) == 6 and all(list(p.probabilities) == names for p in predictions)
+
+
+def test_the_numpy_network_stays_two_class_and_says_so_in_one_line(tmp_path, capsys):
+    from lab.cli import numpy_main
+
+    root = generate_classes_dataset(tmp_path / "photos", CLASSES[3], n_train=4, n_test=1, size=16)
+    argv = ["--data.data_dir", str(root), "--data.image_size", "8", "--layer_dims", "[192, 4, 1]", "--logs_dir",
+            str(tmp_path / "L")]  # fmt: skip
+    assert numpy_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "two-class" in err[-1] and "holds 3 classes" in err[-1], err
