@@ -163,6 +163,23 @@ def growth_main(argv: Sequence[str] | None = None) -> int:
     return run_tool(run_growth, parser, argv)
 
 
+def your_classes_main(argv: Sequence[str] | None = None) -> int:
+    from .your_classes import RECIPES, run
+
+    parser = new_parser(
+        "your_classes.py",
+        "The pretrained recipes, unchanged but for --data.data_dir, on a folder of class folders: accuracy, macro "
+        "F1, the most confused pairs and minutes per seed, one run at a time (docs/your-classes.md's table).",
+    )
+    parser.add_argument("--data_dir", type=str, required=True, help="a folder with train/ (and test/) class folders")
+    parser.add_argument("--logs_dir", type=str, default="lightning_logs/your-classes", help="where the runs go")
+    parser.add_argument("--recipes", type=list[str], default=list(RECIPES), help="configs/<recipe>.yaml to run")
+    parser.add_argument("--seeds", type=list[int], default=[0, 1, 2], help="seeds, each run in a fresh process")
+    parser.add_argument("--write_docs", type=bool, default=False, help="write docs/your-classes.json (RESULTS.md)")
+    parser.add_argument("--collect_only", type=bool, default=False, help="only tabulate the runs in --logs_dir")
+    return run_tool(run, parser, argv)
+
+
 def stress_main(argv: Sequence[str] | None = None) -> int:
     from .stress import run_stress
 

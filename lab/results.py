@@ -27,6 +27,7 @@ from .rows import ROWS, ROWS_BY_KEY, Row, current_runs
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORE = ROOT / "docs" / "results.json"
 DEFAULT_TABLE = ROOT / "docs" / "RESULTS.md"
+CLASSES_TABLE = ROOT / "docs" / "your-classes.json"  # written by scripts/your_classes.py
 DEFAULT_PLOT = ROOT / "docs" / "results.png"
 
 
@@ -135,6 +136,10 @@ def render(store: dict) -> str:
         "Per-run numbers: `docs/results.json`.",
         "",
     ]
+    if CLASSES_TABLE.is_file():  # the many-classes path, measured by scripts/your_classes.py
+        measured = json.loads(CLASSES_TABLE.read_text())
+        lines += [f"## Your classes: {measured['data']}", "", measured["table"], "",
+                  "More on training your own classes: [your-classes.md](your-classes.md).", ""]  # fmt: skip
     return "\n".join(lines)
 
 

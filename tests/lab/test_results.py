@@ -113,3 +113,17 @@ def test_a_stored_run_is_current_only_where_auto_computes_what_it_measured(monke
     monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda cpuinfo="/proc/cpuinfo": False)
     assert as_computed_here(recipe)["trainer"]["precision"] == "32-true"
     assert recipe["trainer"]["precision"] == "auto"  # the recipe itself is left as it was
+
+
+def test_the_many_classes_table_sums_confused_pairs_over_seeds_and_reports_means():
+    from lab.your_classes import table
+
+    pair = lambda a, b, n: {"classes": [a, b], "mistakes": n}  # noqa: E731
+    runs = [
+        {"acc": 0.86, "f1": 0.83, "minutes": 2.0, "confused": [pair("pants", "shorts", 5), pair("dress", "skirt", 2)]},
+        {"acc": 0.88, "f1": 0.85, "minutes": 3.0, "confused": [pair("pants", "shorts", 4)]},
+    ]
+    text = table({"probe": runs}, "../shared/data/clothing-10")
+    row = next(line for line in text.splitlines() if line.startswith("| Lite1 linear probe"))
+    assert "**87.0%** ± 1.4" in row and "| 0.840 |" in row and "pants/shorts 9, dress/skirt 2" in row
+    assert "| 2.5 | 2 |" in row and "--data.data_dir ../shared/data/clothing-10" in text
