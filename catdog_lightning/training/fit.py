@@ -302,6 +302,12 @@ def _fit_and_test(
             f"{stop}: the run diverged. Try a lower learning rate (--model.lr {lr:g} now{lower}); {kept}."
         ) from None
     except (OSError, RuntimeError) as exc:
+        if _is_lost_peer(exc):
+            kept = f"saved {run.last_ckpt}" if run.last_ckpt.is_file() else "no checkpoint was saved yet"
+            raise ConfigError(
+                f"a DDP process was lost ({' '.join(str(exc).split())[:120]}...): another node or process died or "
+                f"was cut off; {kept}. Start every node again with --ckpt_path last --run_name {run.name}."
+            ) from None
         if not _is_write_failure(exc):
             raise
         raise ConfigError(
@@ -357,6 +363,15 @@ def _fit_and_test(
         atomic_write_text(run.metrics_file, json.dumps(metrics, indent=2))
         print(_results_table(metrics))
     return metrics
+
+
+def _is_lost_peer(exc: BaseException) -> bool:
+    """A collective that failed because a process of the group is gone (gloo's and NCCL's words for it)."""
+    if isinstance(exc, OSError):  # this process's own files and pipes
+        return False
+    text = str(exc).lower()
+    words = ("connection reset by peer", "connection closed by peer", "broken pipe", "remote process exited")
+    return type(exc).__name__ == "DistBackendError" or any(word in text for word in words)
 
 
 def _is_write_failure(exc: BaseException) -> bool:

@@ -182,8 +182,9 @@ def _check_against_checkpoint(base: dict, saved: dict, path: Path, ckpt: Path) -
 
 
 def is_main_process() -> bool:
-    """Before fit, DDP ranks are known only from the environment the launcher set."""
-    return rank_zero_only.rank == 0
+    """Before fit, DDP ranks are known only from the environment the launcher set: Lightning reads the global
+    rank (RANK from torchrun, SLURM_PROCID, LOCAL_RANK), and a node started by hand says its NODE_RANK."""
+    return rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") in ("", "0")
 
 
 def resolve_run(config: dict, logs_dir: Path, allowed: tuple[str, ...] = ()) -> tuple[Path | None, RunDirectory, dict]:
