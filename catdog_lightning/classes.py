@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 CATDOG_CLASSES = ("dog", "cat")  # in label order: the lesson's label 1 = cat
+TOP5_FROM = 10  # classes from which top-5 accuracy is reported (metrics and evaluate.py)
 
 
 def is_catdog(classes: Sequence[str]) -> bool:

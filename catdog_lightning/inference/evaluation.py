@@ -29,20 +29,19 @@ from torchmetrics.functional.classification import (
 )
 
 from ..allow_list import allowed_modules
-from ..classes import probability_fields
+from ..classes import TOP5_FROM, probability_fields
 from ..data import CatDogDataModule
 from ..data.scan import printable
 from ..errors import ConfigError, DataError
 from ..storage.atomic import atomic_write_text
-from ..storage.checkpoints import read_checkpoint
+from ..storage.checkpoints import read_checkpoint, saved_classes
 from ..storage.runs import RunDirectory
 from ..training.drawing import caption_grid
-from ..training.stages import checkpoint_data, evaluator, own_data, predicted_probabilities, saved_classes
+from ..training.stages import checkpoint_data, evaluator, own_data, predicted_probabilities
 from ..training.tensorboard import prediction_captions
 from .locate import checkpoint_or_latest
 from .predictor import load_classifier
 
-TOP5_FROM = 10
 CPU_EVALUATOR = {"accelerator": "cpu", "devices": 1}
 
 

@@ -29,15 +29,13 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from ..classes import CATDOG_CLASSES, output_count, probabilities
+from ..classes import CATDOG_CLASSES, TOP5_FROM, output_count, probabilities
 from ..errors import ConfigError
 from ..hardware import resolve_feature_precision
 from . import schedules
 from .features import extract_features
 from .layers import Standardize, ViewAverage, average_views, views, zoom_margin
 from .nets import DEFAULT_NET, build_net, short_name
-
-TOP5_FROM = 10  # classes from which top-5 accuracy is reported
 
 
 @rank_zero_only

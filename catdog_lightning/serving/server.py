@@ -16,13 +16,12 @@ import tempfile
 from pathlib import Path
 
 from ..allow_list import allowed_modules
-from ..classes import CATDOG_CLASSES
 from ..errors import ConfigError, Interrupted, QuietOnceStopped
 from ..inference.locate import checkpoint_or_latest
 from ..inference.onnx_runtime import check_backend
 from ..models.loading import check_loadable
 from ..models.nets import short_name
-from ..storage.checkpoints import read_checkpoint
+from ..storage.checkpoints import read_checkpoint, saved_classes
 from ..storage.runs import RunDirectory
 
 PAGE = Path(__file__).with_name("page.html")
@@ -50,7 +49,7 @@ def describe(ckpt: str, allowed: tuple[str, ...] = ()) -> dict:
         "image_size": int(hparams["image_size"]),
         "test_acc": test_acc,
         "looks": 1 + bool(hparams.get("tta_flip")),
-        "classes": [str(name) for name in hparams.get("class_names", CATDOG_CLASSES)],
+        "classes": saved_classes({"hyper_parameters": hparams}),
     }
 
 

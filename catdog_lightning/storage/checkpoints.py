@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from ..classes import CATDOG_CLASSES
 from ..errors import ConfigError
 from .atomic import atomic_write
 
@@ -45,6 +46,20 @@ def check_image_size(data_size: int | None, saved: dict, source: str = "--ckpt_p
         raise ConfigError(
             f"{source}: its data settings say {data_size} px but its model takes {model_size} px; the checkpoint "
             "is damaged or hand-made."
+        )
+
+
+def saved_classes(saved: dict) -> list[str]:
+    """A (read) checkpoint's classes in label order; the lesson's for one saved before models had classes."""
+    return [str(name) for name in saved.get("hyper_parameters", {}).get("class_names", CATDOG_CLASSES)]
+
+
+def check_classes(saved: dict, classes, folder: Path, fix: str) -> None:
+    """A checkpoint's classes equal those ``folder`` holds now, or one line saying both and ``fix``."""
+    if saved_classes(saved) != list(classes):
+        raise ConfigError(
+            f"--ckpt_path: its model knows the classes {', '.join(saved_classes(saved))}; {folder} now holds "
+            f"{', '.join(classes)}. {fix}"
         )
 
 

@@ -22,13 +22,12 @@ import lightning as L
 import yaml
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ..classes import CATDOG_CLASSES
 from ..data import CatDogDataModule
 from ..errors import ConfigError, Interrupted
 from ..models import CatDogClassifier
 from ..models.nets import short_name
 from ..storage.atomic import atomic_write_text, remove_stale_temporaries
-from ..storage.checkpoints import read_checkpoint
+from ..storage.checkpoints import check_classes, read_checkpoint
 from ..storage.runs import DEFAULT_LOGS_DIR, RunDirectory, claim
 from .callbacks import (
     Diverged,
@@ -91,13 +90,8 @@ def join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, c
         )
     if ckpt is not None:  # resuming: fit restores weights and statistics from the checkpoint
         saved = read_checkpoint(ckpt)
-        trained_on = list(saved.get("hyper_parameters", {}).get("class_names", CATDOG_CLASSES))
-        if trained_on != list(model.hparams.class_names):
-            raise ConfigError(
-                f"--ckpt_path {ckpt}: it was trained on the classes {', '.join(trained_on)}; "
-                f"{datamodule.root / 'train'} now holds {', '.join(model.hparams.class_names)}. Put the class "
-                "folders back as they were, or start a new run."
-            )
+        fix = "Put the class folders back as they were, or start a new run."
+        check_classes(saved, model.hparams.class_names, datamodule.root / "train", fix)
         if model.caches_features:  # ...but cached features are computed before fit, from the same weights
             model.load_state_dict(saved["state_dict"])  # (resume.resolve_run checked it builds this model)
     else:

@@ -14,12 +14,18 @@ import lightning as L
 import torch
 
 from ..allow_list import allowed_modules
-from ..classes import CATDOG_CLASSES, prediction_text
+from ..classes import prediction_text
 from ..data import CatDogDataModule
 from ..data.scan import printable
 from ..errors import ConfigError
 from ..models.loading import load_model
-from ..storage.checkpoints import check_image_size, read_checkpoint, saved_data_settings
+from ..storage.checkpoints import (
+    check_classes,
+    check_image_size,
+    read_checkpoint,
+    saved_classes,
+    saved_data_settings,
+)
 from ..storage.runs import DEFAULT_LOGS_DIR, resolve_checkpoint
 from .settings import TRAINER_DEFAULTS
 from .trainer import known_warnings_quiet, with_precision_resolved
@@ -48,21 +54,13 @@ def checkpoint_data(saved: dict, data: dict | None = None, own_data: bool = True
     return datamodule
 
 
-def saved_classes(saved: dict) -> list[str]:
-    """A (read) checkpoint's classes in label order; the lesson's for one saved before models had classes."""
-    return [str(name) for name in saved.get("hyper_parameters", {}).get("class_names", CATDOG_CLASSES)]
-
-
 def own_data(saved: dict, data: dict | None = None) -> CatDogDataModule:
     """:func:`checkpoint_data`, set up, with the checkpoint's classes checked against its data folder's."""
     datamodule = checkpoint_data(saved, data)
     datamodule.prepare_data()
     datamodule.setup("test")
-    if list(datamodule.class_names) != saved_classes(saved):
-        raise ConfigError(
-            f"--ckpt_path: the model knows the classes {', '.join(saved_classes(saved))}; {datamodule.root / 'train'} "
-            f"now holds {', '.join(datamodule.class_names)}. Score it on a folder of its classes (--data.data_dir)."
-        )
+    fix = "Score it on a folder of its classes (--data.data_dir)."
+    check_classes(saved, datamodule.class_names, datamodule.root / "train", fix)
     return datamodule
 
 

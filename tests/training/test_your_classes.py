@@ -217,3 +217,21 @@ def test_the_numpy_network_stays_two_class_and_says_so_in_one_line(tmp_path, cap
     assert numpy_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error:") and "two-class" in err[-1] and "holds 3 classes" in err[-1], err
+
+
+def test_resuming_or_testing_after_the_class_folders_changed_is_one_line(tmp_path, capsys):
+    root = generate_classes_dataset(tmp_path / "photos", CLASSES[2], n_train=6, n_test=2, size=16)
+    config = merge(make_tiny_config(root, tmp_path), {"trainer": {"max_epochs": 1}, "run_name": "r"})
+    ckpt = train(config)["best_checkpoint"]
+    generate_classes_dataset(tmp_path / "more", ["socks"], n_train=6, n_test=2, size=16, seed=9)
+    for split in ("train", "test"):
+        (tmp_path / "more" / split / "socks").rename(root / split / "socks")
+    logs = config["logs_dir"]
+    capsys.readouterr()
+    assert main(["--ckpt_path", "last", "--run_name", "r", "--logs_dir", logs, "--trainer.max_epochs", "2"]) == 2
+    assert main(["test", "--ckpt_path", ckpt]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "Traceback" not in "".join(errors)
+    for line in errors:
+        assert line.startswith("error: --ckpt_path: its model knows the classes hat, shoes;"), line
+        assert "now holds hat, shoes, socks" in line
