@@ -95,8 +95,10 @@ def open_storage(url: str, heartbeat_s: int):
                 **{callback_arg: _retry_callback()},
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 (SQLAlchemy's and the driver's many errors: one line)
-            racing = type(exc).__name__ in ("IntegrityError", "OperationalError") or "already exists" in str(exc)
-            if sqlite and racing and attempt < 4:
+            # Any database: two workers created the same table or row first. SQLite also reports it as locked.
+            created = type(exc).__name__ == "IntegrityError" or "already exists" in str(exc)
+            racing = created or (sqlite and type(exc).__name__ == "OperationalError")
+            if racing and attempt < 4:
                 time.sleep(0.5 + attempt)
                 continue
             reason = " ".join(str(exc).split())[:200]
