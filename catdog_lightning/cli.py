@@ -232,6 +232,25 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     return run_tool(export_command, parser, argv)
 
 
+def shard_main(argv: Sequence[str] | None = None) -> int:
+    from .data.sharding import shard_command
+
+    parser = new_parser(
+        "shard.py",
+        "Write a photo folder's train, validation and test splits as LitData shards (the photos' own compressed "
+        "bytes), to train from with --data.data_dir SHARDS (a folder, or an s3:// URL of a copy of it).",
+    )
+    parser.add_argument(
+        "--data_dir", type=str, required=True, help="photos: a folder holding train/ (and test/), as for train.py"
+    )
+    parser.add_argument("--output", type=str, required=True, help="a new or empty folder for the shards")
+    parser.add_argument("--val_fraction", type=float, default=0.1, help="as train.py's --data.val_fraction")
+    parser.add_argument("--test_fraction", type=float, default=0.1, help="as --data.test_fraction (no test/ folder)")
+    parser.add_argument("--split_seed", type=int, default=42, help="as --data.split_seed")
+    parser.add_argument("--workers", type=int | None, default=None, help="processes writing shards (default: cores)")
+    return run_tool(shard_command, parser, argv)
+
+
 def serve_main(argv: Sequence[str] | None = None) -> int:
     from .serving.server import serve_command
 

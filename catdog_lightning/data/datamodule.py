@@ -7,6 +7,7 @@ reports and backbone features live in their own modules beside it.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from .features import Extractor, load_or_extract
 from .overlap import check_overlap
 from .sampling import EpochShardSampler
 from .scan import CAT, ScanResult, printable, scan_labelled_folder
+from .shards import check_split_settings, is_remote, is_shards, open_split, read_manifest, stream, streaming_loader
 from .skipped import skipped_files, warn_skipped
 from .split import stratified_split
 from .synthetic import DEFAULT_BUILTIN_DIR, ensure_builtin_dataset
@@ -76,13 +78,15 @@ class CatDogDataModule(L.LightningDataModule):
         draft: bool = True,
         normalize: bool = False,
         strict_splits: bool = False,
+        stream_cache_size: str | None = None,
     ):
         """Photos from ``<data_dir>/train`` and, if present, ``<data_dir>/test``, in one sub-folder per class.
 
         Args:
             data_dir: folder holding train/ (and optionally test/); each in class sub-folders (any names, any
                 number: train/hat/, train/shoes/, ...; cat/ and dog/ for the lesson), or flat with cat/dog in
-                the file names. None: the built-in synthetic cat/dog pictures.
+                the file names. Or shards scripts/shard.py wrote: their folder, or an s3:// URL of it (streamed,
+                split as they were written). None: the built-in synthetic cat/dog pictures.
             batch_size: images per batch.
             image_size: images are resized to image_size x image_size.
             val_fraction: share of each class in train/ held out for validation (seeded, stratified).
@@ -99,6 +103,8 @@ class CatDogDataModule(L.LightningDataModule):
                 keeps the statistics, so checkpoints, predict.py and exports apply them too.
             strict_splits: stop when test or validation images have the same pixels as training images (the
                 same folder given twice, or copied photos); off, a warning counts them.
+            stream_cache_size: with shards at a URL, how much of them to keep on local disk (e.g. 20GB; the
+                oldest chunks are dropped beyond it); None: LitData's default, 75% of the free disk.
         """
         super().__init__()
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
@@ -127,7 +133,8 @@ class CatDogDataModule(L.LightningDataModule):
         if num_workers < 0:
             raise ConfigError(f"--data.num_workers must be 0 or more, got {num_workers}.")
         # Absolute, so a resumed run or evaluate.py finds the photos from any working directory.
-        data_dir = str(Path(data_dir).expanduser().absolute()) if data_dir is not None else None
+        if data_dir is not None and not is_remote(data_dir):
+            data_dir = str(Path(data_dir).expanduser().absolute())
         self.save_hyperparameters()
         self.train_set: DecodedImageDataset | None = None
         self.val_set: DecodedImageDataset | None = None
@@ -139,12 +146,34 @@ class CatDogDataModule(L.LightningDataModule):
         self.test_skipped: list[tuple[str, str]] = []  # (path, reason) of the test folder's unused files
         self._features: dict[str, FeatureDataset] = {}
         self._classes: tuple[str, ...] | None = None
+        self._manifest: dict | None = None
+
+    @property
+    def streams(self) -> bool:
+        """Whether the photos come from shards (scripts/shard.py), streamed by LitData."""
+        return is_shards(self.hparams.data_dir)
+
+    @property
+    def manifest(self) -> dict:
+        if self._manifest is None:
+            self._manifest = read_manifest(self.hparams.data_dir)
+        return self._manifest
+
+    def place(self, split: str) -> str:
+        """Where a split's photos are, in words for a message: the folder, or the shards."""
+        if self.streams:
+            return f"the shards at {self.hparams.data_dir} ({split})"
+        if split == "test" and self.test_is_carved:
+            return f"{self.root / 'train'} (the test split carved from it)"
+        return str(self.root / split)
 
     @property
     def class_names(self) -> tuple[str, ...]:
         """The classes, in label order: train/'s class folders (sorted), or the lesson's ("dog", "cat")."""
         if self._classes is None and self.hparams.data_dir is None:  # the built-in pictures: the lesson's
             self._classes = CATDOG_CLASSES
+        if self._classes is None and self.streams:
+            self._classes = tuple(self.manifest["classes"])
         if self._classes is None:
             self._classes = self._load(self._folders()[0])[0].classes
         return self._classes
@@ -165,7 +194,7 @@ class CatDogDataModule(L.LightningDataModule):
             return
         if self.hparams.data_dir is None:
             ensure_builtin_dataset(DEFAULT_BUILTIN_DIR)
-        if self._cache_dir is not None:
+        if self._cache_dir is not None and not self.streams:
             for folder in self._folders():
                 self._load(folder, self.class_names if folder.name == "test" else None)
 
@@ -214,6 +243,8 @@ class CatDogDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None or self.test_set is not None:  # done already (by train(), or for a folder)
             return
+        if self.streams:
+            return self._setup_shards()
         folders = self._folders()
         classes = self.class_names
         train = self._decode(folders[0])
@@ -259,6 +290,32 @@ class CatDogDataModule(L.LightningDataModule):
         )
         self._loaded.clear()  # the datasets hold what they need; free the rest
 
+    def _setup_shards(self) -> None:
+        """The splits the shards hold (split when written), read by index; training streams (:meth:`_loader`)."""
+        url, manifest = self.hparams.data_dir, self.manifest
+        check_split_settings(manifest, url, dict(self.hparams))
+        size, draft = self.hparams.image_size, self.hparams.draft
+        splits = {
+            name: open_split(url, name, manifest, size, draft, self._stream_cache, self.hparams.stream_cache_size)
+            for name in manifest["splits"]
+        }
+        self.train_set, self.val_set, self.test_set = splits["train"], splits.get("val"), splits["test"]
+        self.test_is_carved = manifest["test_is_carved"]
+        self.test_skipped = [tuple(pair) for pair in manifest["skipped"].get("test", [])]
+        counts = {name: class_counts(split.labels, self.class_names) for name, split in splits.items()}
+        self.summary = (
+            f"Data: shards at {url} (photos of {manifest['source']}): train {len(self.train_set)} ({counts['train']}) "
+            f"/ val {len(self.val_set or [])} / test {len(self.test_set)} ({counts['test']}), streamed"
+        )
+
+    @property
+    def _stream_cache(self) -> str | None:
+        """Where LitData keeps chunks downloaded from a URL (a local folder of shards is read where it is)."""
+        if not is_remote(self.hparams.data_dir or ""):
+            return None
+        base = Path(self.hparams.cache_dir) if self.hparams.cache_dir else default_cache_dir()
+        return str(base / "streams" / hashlib.sha256(self.hparams.data_dir.encode()).hexdigest()[:20])
+
     def use_features(self, extract: Extractor, key: str) -> str:
         """Serve backbone features instead of pixels: ``extract`` runs once per image (or the cache has it).
 
@@ -301,6 +358,8 @@ class CatDogDataModule(L.LightningDataModule):
         return (mean / 255).float(), (std / 255).float()
 
     def _loader(self, name: str, train: bool) -> DataLoader:
+        if self.streams and train and name not in self._features:
+            return self._streaming_loader()
         dataset = self._features[name] if name in self._features else getattr(self, f"{name}_set")
         if dataset is None:
             raise RuntimeError("CatDogDataModule.setup() must run before asking for a dataloader")
@@ -320,6 +379,27 @@ class CatDogDataModule(L.LightningDataModule):
             persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(seed),
         )
+
+    def _streaming_loader(self) -> DataLoader:
+        """LitData's loader over the training shards: shuffled by (seed, epoch) across processes and nodes, and
+        resumable mid-epoch (Lightning keeps its ``state_dict`` in every checkpoint)."""
+        if self.train_set is None:
+            raise RuntimeError("CatDogDataModule.setup() must run before asking for a dataloader")
+        dataset = stream(*self.train_set.source.args, shuffle=True, seed=self.sampling_seed)
+        workers = self.hparams.num_workers
+        return streaming_loader(
+            dataset,
+            epoch=self._epoch,
+            batch_size=self.hparams.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(self.sampling_seed),  # as in _loader: not the global RNG
+        )
+
+    def _epoch(self) -> int | None:
+        """The epoch the training loop starts: the number Lightning hands samplers (``set_epoch``), which a run
+        resumed at an epoch's end has right before its ``current_epoch`` catches up."""
+        return self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else None
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

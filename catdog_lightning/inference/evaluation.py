@@ -65,9 +65,7 @@ def evaluation_data(saved: dict, data_dir: str | None = None) -> CatDogDataModul
 def _where(datamodule: CatDogDataModule, data_dir: str | None) -> str:
     if data_dir is not None:
         return str(evaluation_folder(data_dir))
-    if datamodule.test_is_carved:
-        return f"{datamodule.root / 'train'} (the test split carved from it)"
-    return str(datamodule.root / "test")
+    return datamodule.place("test")
 
 
 def evaluate(

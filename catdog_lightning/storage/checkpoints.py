@@ -54,7 +54,7 @@ def saved_classes(saved: dict) -> list[str]:
     return [str(name) for name in saved.get("hyper_parameters", {}).get("class_names", CATDOG_CLASSES)]
 
 
-def check_classes(saved: dict, classes, folder: Path, fix: str) -> None:
+def check_classes(saved: dict, classes, folder: str, fix: str) -> None:
     """A checkpoint's classes equal those ``folder`` holds now, or one line saying both and ``fix``."""
     if saved_classes(saved) != list(classes):
         raise ConfigError(

@@ -91,7 +91,7 @@ def join_data_and_model(datamodule: CatDogDataModule, model: CatDogClassifier, c
     if ckpt is not None:  # resuming: fit restores weights and statistics from the checkpoint
         saved = read_checkpoint(ckpt)
         fix = "Put the class folders back as they were, or start a new run."
-        check_classes(saved, model.hparams.class_names, datamodule.root / "train", fix)
+        check_classes(saved, model.hparams.class_names, datamodule.place("train"), fix)
         if model.caches_features:  # ...but cached features are computed before fit, from the same weights
             model.load_state_dict(saved["state_dict"])  # (resume.resolve_run checked it builds this model)
     else:

@@ -60,7 +60,7 @@ def own_data(saved: dict, data: dict | None = None) -> CatDogDataModule:
     datamodule.prepare_data()
     datamodule.setup("test")
     fix = "Score it on a folder of its classes (--data.data_dir)."
-    check_classes(saved, datamodule.class_names, datamodule.root / "train", fix)
+    check_classes(saved, datamodule.class_names, datamodule.place("train"), fix)
     return datamodule
 
 

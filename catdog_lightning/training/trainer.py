@@ -265,6 +265,8 @@ KNOWN_WARNINGS = (
     ".*Checkpoint directory .* exists and is not empty.*",
     # The test after fit meets the fine-tuning callback the model supplies (configure_callbacks) a second time.
     ".*configure_callbacks` will override existing callbacks.*",
+    # LitData's streaming loader gives each worker its own share, so its length is right (Lightning cannot know).
+    ".*Your `IterableDataset` has `__len__` defined.*",
     # Mid-epoch resumes are exact without a stateful DataLoader: EpochSeeder and the sampler continue the epoch.
     ".*ended before the epoch ended and your dataloader is not resumable.*",
     # A frozen pretrained backbone is kept in eval mode on purpose (CatDogClassifier.train).
