@@ -386,11 +386,17 @@ class CatDogDataModule(L.LightningDataModule):
         if self.train_set is None:
             raise RuntimeError("CatDogDataModule.setup() must run before asking for a dataloader")
         dataset = stream(*self.train_set.source.args, shuffle=True, seed=self.sampling_seed)
-        workers = self.hparams.num_workers
+        workers, batch = self.hparams.num_workers, self.hparams.batch_size
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if world > 1 and len(self.train_set) // world < batch:  # LitData gives each process whole batches only
+            raise DataError(
+                f"{len(self.train_set)} training photos shared by {world} processes give none a whole batch of "
+                f"{batch}; lower --data.batch_size or train on fewer processes."
+            )
         return streaming_loader(
             dataset,
             epoch=self._epoch,
-            batch_size=self.hparams.batch_size,
+            batch_size=batch,
             num_workers=workers,
             persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(self.sampling_seed),  # as in _loader: not the global RNG

