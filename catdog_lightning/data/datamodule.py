@@ -27,7 +27,16 @@ from .features import Extractor, load_or_extract
 from .overlap import check_overlap
 from .sampling import EpochShardSampler
 from .scan import CAT, ScanResult, printable, scan_labelled_folder
-from .shards import check_split_settings, is_remote, is_shards, open_split, read_manifest, stream, streaming_loader
+from .shards import (
+    MANIFEST,
+    check_split_settings,
+    is_remote,
+    is_shards,
+    open_split,
+    read_manifest,
+    stream,
+    streaming_loader,
+)
 from .skipped import skipped_files, warn_skipped
 from .split import stratified_split
 from .synthetic import DEFAULT_BUILTIN_DIR, ensure_builtin_dataset
@@ -206,6 +215,11 @@ class CatDogDataModule(L.LightningDataModule):
             raise DataError(
                 f"--data.data_dir {self.root} does not exist; point it at a folder holding train/ "
                 "(with cat/ and dog/ inside, or cat.N.jpg / dog.N.jpg files)."
+            )
+        if (train / "index.json").is_file():  # LitData's, without our manifest beside it
+            raise DataError(
+                f"--data.data_dir {self.root} holds shards without {MANIFEST} (scripts/shard.py stopped before it "
+                "finished?); run scripts/shard.py again."
             )
         if not train.is_dir():
             raise DataError(

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from .datamodule import CatDogDataModule
 from .decode import available_cores
-from .shards import MANIFEST, is_remote, write_shards
+from .shards import holds_only_shards, is_remote, write_shards
 
 CHECK_SIZE = 32  # photos are decoded once at this size to leave unreadable ones out (the shards keep the files)
 
@@ -28,8 +28,8 @@ def shard_folder(
             f"--output {output}: write the shards to a local folder, then copy it to the object store "
             "(e.g. aws s3 sync FOLDER s3://bucket/path), and train with --data.data_dir s3://bucket/path."
         )
-    if Path(output).exists() and any(Path(output).iterdir()) and not (Path(output) / MANIFEST).is_file():
-        raise ConfigError(f"--output {output} is a folder holding other files; give a new or empty folder.")
+    if Path(output).is_file() or (Path(output).is_dir() and not holds_only_shards(Path(output))):
+        raise ConfigError(f"--output {output} holds other files; give a new or empty folder.")
     data = CatDogDataModule(
         data_dir, image_size=CHECK_SIZE, val_fraction=val_fraction, test_fraction=test_fraction,
         split_seed=split_seed, cache=False,

@@ -53,6 +53,14 @@ def is_shards(data_dir: str | os.PathLike | None) -> bool:
     return data_dir is not None and (is_remote(data_dir) or (Path(data_dir) / MANIFEST).is_file())
 
 
+def holds_only_shards(folder: Path) -> bool:
+    """Whether ``folder`` holds nothing but shards (whole, or what a stopped scripts/shard.py left): safe to replace."""
+    return all(
+        (entry.name in SPLITS and entry.is_dir()) or entry.name == MANIFEST or entry.suffix == ".tmp"
+        for entry in folder.iterdir()
+    )
+
+
 def _photo(entry: tuple[str, int]) -> dict:
     """One photo as stored: its file's bytes as they are (still compressed), its label and where it came from
     (as bytes: LitData would store a string naming a file as that file's contents)."""

@@ -169,6 +169,19 @@ def test_shard_py_refuses_a_folder_of_other_files(tiny_dataset, tmp_path):
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
 
 
+def test_shards_a_stopped_shard_py_left_are_one_line_and_written_again(tiny_dataset, shards, tmp_path):
+    import shutil
+
+    partial = tmp_path / "partial"
+    shutil.copytree(shards, partial)
+    (partial / MANIFEST).unlink()  # what a shard.py killed before its last write leaves
+    command = [sys.executable, str(ROOT / "scripts" / "train.py"), "--data.data_dir", str(partial)]
+    done = subprocess.run(command + ["--logs_dir", str(tmp_path / "logs")], capture_output=True, text=True)
+    assert done.returncode == 2 and "holds shards without catdog_shards.json" in done.stderr
+    again = subprocess.run([*SHARD, "--data_dir", str(tiny_dataset), "--output", str(partial)], capture_output=True)
+    assert again.returncode == 0 and (partial / MANIFEST).is_file()
+
+
 def _certificates(folder: Path) -> tuple[Path, Path, Path]:
     """A test CA, and a certificate it signs for 127.0.0.1 with its key."""
     from cryptography import x509
