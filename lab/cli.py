@@ -133,7 +133,8 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
         "--parts",
         type=list[str] | None,
         default=None,
-        help="some of [mlp,cnn,threads,backbones,inference] (default: all but inference, which needs --ckpt_path)",
+        help="some of [mlp,cnn,threads,backbones,shards,inference] (default: all but inference, which needs "
+        "--ckpt_path)",
     )
     parser.add_argument(
         "--ckpt_path",

@@ -99,7 +99,7 @@ def test_benchmark_refuses_unknown_parts_and_accelerators(capsys):
     assert benchmark_main(["--parts", "[mlp,gpus]"]) == 2
     assert benchmark_main(["--accelerator", "tpu"]) == 2
     err = capsys.readouterr().err
-    assert "--parts takes some of mlp, cnn, threads, backbones, inference; gpus is not one." in err
+    assert "--parts takes some of mlp, cnn, threads, backbones, shards, inference; gpus is not one." in err
     assert "--accelerator must be cpu" in err
 
 
