@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
+from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import (
     BinaryAccuracy,
@@ -76,6 +77,7 @@ class CatDogClassifier(L.LightningModule):
         scheduler: Literal["none", "cosine", "onecycle"] = "none",
         tta_flip: bool = False,
         tta_zoom: float = 1.0,
+        class_weights: Literal["none", "balanced"] = "none",
     ):
         """A network trained with BCE-with-logits (two classes) or cross-entropy and Adam (or AdamW, or SGD): the
         loss, the metrics, the optimiser and its schedule, and the test-time views. The network is a parameter.
@@ -95,6 +97,8 @@ class CatDogClassifier(L.LightningModule):
                 its mirror image's.
             tta_zoom: below 1, evaluation also averages in a centre crop keeping this share of each side,
                 resized back (and its mirror, with tta_flip); 0.9 is the average crop --data.augment trains on.
+            class_weights: none, or balanced: each photo's loss weighted by total / (classes x its class's count)
+                in the training split, so every class weighs the same in the loss, however few its photos.
         """
         super().__init__()
         if not lr > 0:
@@ -122,8 +126,8 @@ class CatDogClassifier(L.LightningModule):
         self.standardize = Standardize()  # identity unless the data module has --data.normalize
         if statistics := getattr(self.net, "input_statistics", None):  # what pretrained weights expect
             self.standardize.set_statistics(*(torch.tensor(s) for s in statistics))
-        # BCEWithLogits = the lesson's Sigmoid + BCELoss, computed stably (log-sum-exp); its N-class kin.
-        self.loss_fn = nn.BCEWithLogitsLoss() if count == 2 else nn.CrossEntropyLoss()
+        # Set from the training split as fit starts (balanced); not saved: the same split gives the same weights.
+        self.register_buffer("class_weight", torch.ones(count), persistent=False)
         self.train_acc = _accuracy(count)
         self.train_loss = MeanMetric()
         for metric in (self.train_acc, self.train_loss):  # in checkpoints: a mid-epoch resume goes on counting
@@ -245,9 +249,14 @@ class CatDogClassifier(L.LightningModule):
         logits = self.logits(inputs)
         count = self.class_count
         self._check_outputs(logits, len(labels))
+        # BCE with logits = the lesson's Sigmoid + BCELoss, computed stably (log-sum-exp); its N-class kin.
+        weighted = self.hparams.get("class_weights", "none") == "balanced"
         if count == 2:
-            return self.loss_fn(logits, labels.float()), torch.sigmoid(logits.detach()), labels
-        return self.loss_fn(logits, labels), torch.softmax(logits.detach().float(), -1), labels
+            weight = self.class_weight[labels] if weighted else None
+            loss = F.binary_cross_entropy_with_logits(logits, labels.float(), weight=weight)
+            return loss, torch.sigmoid(logits.detach()), labels
+        loss = F.cross_entropy(logits, labels, weight=self.class_weight if weighted else None)
+        return loss, torch.softmax(logits.detach().float(), -1), labels
 
     def _check_outputs(self, logits: torch.Tensor, batch: int) -> None:
         """A network whose output does not fit the classes is one line, not a loss function's shape error."""
@@ -345,6 +354,15 @@ class CatDogClassifier(L.LightningModule):
         plan = schedules.build(hp.scheduler, optimizer, hp.lr, schedules.horizon(hp.scheduler, self.trainer))
         interval = schedules.INTERVAL[hp.scheduler]
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plan, "interval": interval}}
+
+    def on_fit_start(self) -> None:
+        if self.hparams.get("class_weights", "none") != "balanced":
+            return
+        labels = getattr(getattr(self.trainer.datamodule, "train_set", None), "labels", None)
+        if labels is None:
+            raise ConfigError("--model.class_weights balanced needs a DataModule whose train_set has labels.")
+        counts = torch.bincount(labels, minlength=self.class_count).double()
+        self.class_weight = (counts.sum() / (len(counts) * counts.clamp_min(1))).float().to(self.device)
 
     def on_train_start(self) -> None:
         # Resumed with another horizon (training further): re-plan the schedule; see models/schedules.py.

@@ -5,10 +5,11 @@ import csv
 import json
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import Server, make_tiny_config
+from helpers import Server, make_tiny_config, net_spec
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from catdog_lightning import load_classifier
@@ -235,3 +236,35 @@ def test_resuming_or_testing_after_the_class_folders_changed_is_one_line(tmp_pat
     for line in errors:
         assert line.startswith("error: --ckpt_path: its model knows the classes hat, shoes;"), line
         assert "now holds hat, shoes, socks" in line
+
+
+def test_balanced_class_weights_weigh_each_class_the_same_in_the_loss(tmp_path):
+    from catdog_lightning.models import CatDogClassifier
+
+    data = bad(tmp_path, {"train/hat": 30, "train/pants": 10, "train/skirt": 5})
+    config = {
+        "data": {"data_dir": str(data), "image_size": 16, "batch_size": 8},
+        "model": {"net": net_spec(hidden_dims=[8]), "class_weights": "balanced"},
+        "trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False},
+        "logs_dir": str(tmp_path / "logs"),
+    }
+    captured = {}
+
+    class Capture(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            captured["weight"] = pl_module.class_weight.clone()
+            captured["labels"] = trainer.datamodule.train_set.labels.clone()
+
+    train(config, callbacks=[Capture()])
+    counts = torch.bincount(captured["labels"], minlength=3).double()
+    assert counts.tolist() == [24, 8, 5]  # after the stratified val and test shares (10% of 5 rounds to 0)
+    assert torch.allclose(captured["weight"].double(), counts.sum() / (3 * counts))  # 37/72, 37/24, 37/15
+    model = CatDogClassifier(net=net_spec(hidden_dims=[8]), image_size=16, class_names=["a", "b", "c"],
+                             class_weights="balanced")  # fmt: skip
+    model.class_weight = captured["weight"]
+    images, labels = torch.rand(6, 3, 16, 16), torch.tensor([0, 0, 0, 1, 2, 2])
+    loss, _, _ = model._shared_step((images, labels))
+    by_hand = torch.nn.functional.cross_entropy(model(images), labels, weight=captured["weight"])
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    plain = torch.nn.functional.cross_entropy(model(images), labels)
+    assert abs(loss.item() - plain.item()) > 1e-4, "the weights change the loss"
