@@ -238,8 +238,9 @@ class CatDogClassifier(L.LightningModule):
     def class_count(self) -> int:
         return len(self.hparams.class_names)
 
-    def _shared_step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Loss, probabilities (two classes: of the second, P(cat); else ``N x C``) and labels of a batch.
+    def _shared_step(self, batch, training: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss, probabilities (two classes: of the second, P(cat); else ``N x C``) and labels of a batch. Balanced
+        class weights weigh the training loss only: validation and test report the plain loss.
 
         Metrics get probabilities, never logits: torchmetrics' binary metrics apply a sigmoid only to a
         batch holding a value outside [0, 1], so logits that all happen to fall inside it would be
@@ -250,7 +251,7 @@ class CatDogClassifier(L.LightningModule):
         count = self.class_count
         self._check_outputs(logits, len(labels))
         # BCE with logits = the lesson's Sigmoid + BCELoss, computed stably (log-sum-exp); its N-class kin.
-        weighted = self.hparams.get("class_weights", "none") == "balanced"
+        weighted = training and self.hparams.get("class_weights", "none") == "balanced"
         if count == 2:
             weight = self.class_weight[labels] if weighted else None
             loss = F.binary_cross_entropy_with_logits(logits, labels.float(), weight=weight)
@@ -274,7 +275,7 @@ class CatDogClassifier(L.LightningModule):
         return probabilities(self.logits(inputs), self.class_count)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, probs, labels = self._shared_step(batch)
+        loss, probs, labels = self._shared_step(batch, training=True)
         # Only accumulate here; on_train_epoch_end logs once. Lightning's per-step logging machinery
         # costs milliseconds a step, a sizeable share of this small model's step time on a CPU.
         self.train_loss.update(loss.detach(), weight=len(labels))

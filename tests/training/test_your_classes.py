@@ -263,8 +263,23 @@ def test_balanced_class_weights_weigh_each_class_the_same_in_the_loss(tmp_path):
                              class_weights="balanced")  # fmt: skip
     model.class_weight = captured["weight"]
     images, labels = torch.rand(6, 3, 16, 16), torch.tensor([0, 0, 0, 1, 2, 2])
-    loss, _, _ = model._shared_step((images, labels))
+    loss, _, _ = model._shared_step((images, labels), training=True)
     by_hand = torch.nn.functional.cross_entropy(model(images), labels, weight=captured["weight"])
     assert loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
     plain = torch.nn.functional.cross_entropy(model(images), labels)
-    assert abs(loss.item() - plain.item()) > 1e-4, "the weights change the loss"
+    assert abs(loss.item() - plain.item()) > 1e-4, "the weights change the training loss"
+    assert model._shared_step((images, labels))[0].item() == pytest.approx(plain.item(), rel=1e-6), "not the others"
+
+
+def test_balanced_class_weights_leave_an_even_split_exactly_as_unweighted():
+    """Cat/dog folders of equal counts: every weight is 1, the loss is bit for bit the lesson's BCE (the pretrained
+    recipes weigh classes, and their catdog-a results stand)."""
+    from catdog_lightning.models import CatDogClassifier
+
+    model = CatDogClassifier(net=net_spec(hidden_dims=[8]), image_size=16, class_weights="balanced")
+    counts = torch.tensor([900.0, 900.0], dtype=torch.float64)
+    model.class_weight = (counts.sum() / (2 * counts)).float()
+    images, labels = torch.rand(8, 3, 16, 16), torch.tensor([0, 1, 1, 0, 1, 1, 1, 0])
+    loss, _, _ = model._shared_step((images, labels), training=True)
+    assert torch.equal(model.class_weight, torch.ones(2))
+    assert torch.equal(loss, torch.nn.functional.binary_cross_entropy_with_logits(model(images), labels.float()))
