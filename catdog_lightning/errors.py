@@ -15,6 +15,11 @@ class DataError(UserError):
     """A data folder is missing, empty or unusable."""
 
 
+def reason(exc: BaseException, limit: int = 160) -> str:
+    """An exception's message as a short single line for an error of ours (its type's name when it says nothing)."""
+    return " ".join(str(exc).split())[:limit] or type(exc).__name__
+
+
 class Interrupted(Exception):
     """The user stopped the run (Ctrl-C, SIGTERM); its progress is saved. Exits with ``exit_code``."""
 

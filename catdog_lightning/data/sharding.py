@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from .datamodule import CatDogDataModule
 from .decode import available_cores
-from .shards import holds_only_shards, is_remote, write_shards
+from .shards import folder_bytes, holds_only_shards, is_remote, write_shards
 
 CHECK_SIZE = 32  # photos are decoded once at this size to leave unreadable ones out (the shards keep the files)
 
@@ -55,7 +55,7 @@ def shard_command(args: dict) -> None:
         args["workers"],
     )  # fmt: skip
     counts = ", ".join(f"{name} {len(split['labels'])}" for name, split in manifest["splits"].items())
-    size = sum(f.stat().st_size for f in Path(args["output"]).rglob("*") if f.is_file())
+    size = folder_bytes(args["output"])
     print(
         f"Wrote {counts} photos of {len(manifest['classes'])} classes ({', '.join(manifest['classes'])}) to "
         f"{args['output']}: {size / 1e6:.1f} MB in {time.perf_counter() - start:.1f} s. Train from them with "

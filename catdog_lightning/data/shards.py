@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, reason
 from .datasets import DecodedImageDataset
 from .decode import decode_image
 
@@ -51,6 +51,11 @@ def is_remote(url: str | os.PathLike) -> bool:
 def is_shards(data_dir: str | os.PathLike | None) -> bool:
     """Whether ``--data.data_dir`` names shards (an object-store URL, or a folder holding a manifest)."""
     return data_dir is not None and (is_remote(data_dir) or (Path(data_dir) / MANIFEST).is_file())
+
+
+def folder_bytes(folder: str | os.PathLike) -> int:
+    """What a folder's files hold, in bytes (the shards, or a decode cache: the disk each way takes)."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
 
 
 def holds_only_shards(folder: Path) -> bool:
@@ -129,9 +134,8 @@ def read_manifest(url: str, storage_options: dict | None = None) -> dict:
                 _get_fs_provider(url, storage_options).download_file(f"{url.rstrip('/')}/{MANIFEST}", str(local))
                 text = local.read_text()
             except Exception as exc:
-                reason = " ".join(str(exc).split())[:160] or type(exc).__name__
                 raise DataError(
-                    f"--data.data_dir {url}: cannot read {MANIFEST} there ({reason}); check the URL and your "
+                    f"--data.data_dir {url}: cannot read {MANIFEST} there ({reason(exc)}); check the URL and your "
                     "credentials (AWS_* variables), or write the shards with scripts/shard.py and upload the folder."
                 ) from None
     else:
@@ -165,9 +169,8 @@ def decoded(item: dict, size: int, draft: bool) -> tuple[torch.Tensor, int]:
     try:
         pixels = decode_image(bytes(item["image"]), size, draft)
     except Exception as exc:
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise DataError(
-            f"{_path(item)} (in the shards) cannot be decoded: {reason}; write the shards again with "
+            f"{_path(item)} (in the shards) cannot be decoded: {reason(exc)}; write the shards again with "
             "scripts/shard.py, which leaves unreadable photos out."
         ) from None
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), int(item["label"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..allow_list import check_class_paths
-from ..errors import ConfigError
+from ..errors import ConfigError, reason
 from ..storage.checkpoints import check_saved_image_size, first_nonfinite, read_checkpoint
 from .classifier import CatDogClassifier
 
@@ -41,8 +41,7 @@ def load_model(
         model = CatDogClassifier(**hparams)
         model.load_state_dict(saved["state_dict"])
     except (TypeError, RuntimeError, ValueError, MemoryError, OverflowError) as exc:
-        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise ConfigError(f"--ckpt_path {ckpt_path}: not a checkpoint of this model ({reason}).") from None
+        raise ConfigError(f"--ckpt_path {ckpt_path}: not a checkpoint of this model ({reason(exc)}).") from None
     if bool((model.standardize.std <= 0).any()):
         raise ConfigError(f"--ckpt_path {ckpt_path}: its input statistics hold a standard deviation of 0 or less.")
     # The network's weights and input statistics; metric states are not weights (the best-so-far starts at -inf).

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, reason
 from ..storage.yaml_files import read_yaml_file
 from ..training.fit import check_settings
 from ..training.settings import check_class_paths
@@ -60,8 +60,8 @@ def read_search_space(path: str | Path, parse, allowed: tuple[str, ...] = ()) ->
             try:
                 check_settings(parse(as_flags({flag: example})))  # its type, then its range, as a run checks them
             except Exception as exc:  # noqa: BLE001 (jsonargparse's or our own refusal, said in one line below)
-                reason = " ".join(str(exc).split())[:200]
-                raise ConfigError(f"--search {path}: {flag} = {example!r}: not a train.py setting ({reason})") from None
+                why = reason(exc, 200)
+                raise ConfigError(f"--search {path}: {flag} = {example!r}: not a train.py setting ({why})") from None
     return objective, parameters, pruning
 
 

@@ -17,7 +17,7 @@ from ..allow_list import allowed_modules
 from ..classes import prediction_text
 from ..data import CatDogDataModule
 from ..data.scan import printable
-from ..errors import ConfigError
+from ..errors import ConfigError, reason
 from ..models.loading import load_model
 from ..storage.checkpoints import (
     check_classes,
@@ -43,8 +43,7 @@ def checkpoint_data(saved: dict, data: dict | None = None, own_data: bool = True
     try:
         datamodule = CatDogDataModule(**settings)
     except (TypeError, ValueError) as exc:  # a damaged or hand-made checkpoint's settings
-        reason = " ".join(str(exc).split())[:160]
-        raise ConfigError(f"--ckpt_path: its data settings are unusable ({reason}).") from None
+        raise ConfigError(f"--ckpt_path: its data settings are unusable ({reason(exc)}).") from None
     check_image_size(datamodule.hparams.image_size, saved)
     if own_data and datamodule.hparams.data_dir is None and not datamodule.root.is_dir():
         raise ConfigError(

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from catdog_lightning.data import CatDogDataModule, scan_folder
 from catdog_lightning.data.augment import flip_and_crop
 from catdog_lightning.data.cache import load_or_decode
+from catdog_lightning.data.shards import folder_bytes
 from catdog_lightning.models import MLP, schedules
 from catdog_lightning.models.backbones import build_backbone
 from catdog_lightning.models.cnn import SmallCNN
@@ -238,7 +239,7 @@ def phase_backbone(arch: str, image_size: int, precision: str = "32-true", what:
 
 
 def folder_mb(folder: str | Path) -> float:
-    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 1e6
+    return folder_bytes(folder) / 1e6
 
 
 def phase_shard_write(data_dir: str, cache_dir: str, **_) -> dict:
