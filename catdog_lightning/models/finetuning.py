@@ -38,8 +38,8 @@ class HeadThenBackbone(BackboneFinetuning):
 
 
 class TopDownFinetuning(BaseFinetuning):
-    """A block fine-tune: the head alone until ``unfreeze_at_epoch``, then the backbone's top ``groups`` one
-    more each epoch (the last convolution first, then the blocks below it).
+    """A block fine-tune: the head alone until ``unfreeze_at_epoch``, then the backbone's top ``groups``: one
+    more every ``every`` epochs (the last convolution first, then the blocks below it), or all at once (0).
 
     The groups are in the optimiser from the start (in their own parameter group, at ``backbone_lr_ratio``
     of the head's rate, scheduled with it); this callback only switches ``requires_grad``, and always from the
@@ -48,14 +48,14 @@ class TopDownFinetuning(BaseFinetuning):
     not ``requires_grad``, Lightning-AI/pytorch-lightning#21901).
     """
 
-    def __init__(self, unfreeze_at_epoch: int, groups: list[list]):
+    def __init__(self, unfreeze_at_epoch: int, groups: list[list], every: int = 1):
         super().__init__()
-        self.unfreeze_at_epoch, self.groups = unfreeze_at_epoch, groups
+        self.unfreeze_at_epoch, self.groups, self.every = unfreeze_at_epoch, groups, every
 
     def _apply(self, epoch: int) -> None:
         for i, group in enumerate(self.groups):
             for module in group:
-                module.requires_grad_(epoch >= self.unfreeze_at_epoch + i)
+                module.requires_grad_(epoch >= self.unfreeze_at_epoch + i * self.every)
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         self._apply(0)

@@ -41,6 +41,8 @@ class PretrainedNet(nn.Module):
         unfreeze_at_epoch: int | None = None,
         backbone_lr_ratio: float = 0.1,
         finetune_blocks: int | None = None,
+        unfreeze_every: int = 1,
+        activation_crop: int = 0,
         feature_precision: Literal["auto", "32", "bf16"] = "auto",
         num_outputs: int = 1,
     ):
@@ -58,9 +60,15 @@ class PretrainedNet(nn.Module):
                 BackboneFinetuning, or top-down with finetune_blocks).
             backbone_lr_ratio: the backbone's learning rate when it is unfrozen, as a share of the head's.
             finetune_blocks: with unfreeze_at_epoch, an EfficientNet-Lite fine-tunes only its top N blocks and
-                its last convolution, unfrozen from the top down (the convolution at unfreeze_at_epoch, one
-                block more each epoch after); everything below stays frozen (BatchNorm too), so its output is
-                computed once per photo and cached like a probe's features. Unset: the whole backbone trains.
+                its last convolution, unfrozen from the top down (the convolution at unfreeze_at_epoch, then one
+                block more every unfreeze_every epochs); everything below stays frozen (BatchNorm too), so its
+                output is computed once per photo and cached like a probe's features. Unset: the whole backbone
+                trains.
+            unfreeze_every: with finetune_blocks, the epochs between one of them unfreezing and the next below
+                it; 0 unfreezes them all at unfreeze_at_epoch.
+            activation_crop: with finetune_blocks, each training batch of cached activations is cropped at
+                random, every side up to this many cells shorter (a random-crop augmentation the cache allows;
+                the mirror is the other). 0: whole maps.
             feature_precision: auto, 32 or bf16: the precision of the frozen layers' one pass over every photo.
                 bf16 autocast is faster only on CPUs with AMX or AVX512-BF16 and on GPUs with bf16; elsewhere it
                 is emulated and many times slower. auto picks bf16 there and 32 everywhere else.
@@ -85,7 +93,15 @@ class PretrainedNet(nn.Module):
                 f"{FLAG}.finetune_blocks fine-tunes the top blocks of an EfficientNet-Lite (arch "
                 f"efficientnet_lite0/1/2) from {FLAG}.unfreeze_at_epoch on; give both, or leave it unset."
             )
+        if unfreeze_every < 0:
+            raise ConfigError(f"{FLAG}.unfreeze_every must be 0 (all at once) or more, got {unfreeze_every}.")
+        if activation_crop and finetune_blocks is None or activation_crop < 0:
+            raise ConfigError(
+                f"{FLAG}.activation_crop crops a block fine-tune's cached activations: 0 or more, with "
+                f"{FLAG}.finetune_blocks; got {activation_crop}."
+            )
         self.arch, self.weights, self.feature_precision = arch, weights, feature_precision
+        self.unfreeze_every, self.activation_crop = unfreeze_every, activation_crop
         self.unfreeze_at_epoch, self.backbone_lr_ratio = unfreeze_at_epoch, backbone_lr_ratio
         self.backbone, features = build_backbone(arch, image_size)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_outputs))
@@ -128,7 +144,7 @@ class PretrainedNet(nn.Module):
     def configure_callbacks(self) -> list[L.Callback]:
         """The fine-tuning schedule (none for a probe)."""
         if self.cut:
-            return [TopDownFinetuning(self.unfreeze_at_epoch, self.top_groups())]
+            return [TopDownFinetuning(self.unfreeze_at_epoch, self.top_groups(), self.unfreeze_every)]
         if self.unfreeze_at_epoch is None:
             return []
         return [HeadThenBackbone(self.unfreeze_at_epoch, self.backbone_lr_ratio)]
@@ -159,7 +175,19 @@ class PretrainedNet(nn.Module):
         if self.cut == 0:  # a probe: the head alone, averaged over the looks
             return self.head_logits(cached).mean(1)
         rest = lambda x: self.head_logits(self.backbone.top(x.contiguous(memory_format=torch.channels_last), self.cut))  # noqa: E731
-        if one_look:  # the augmentation cached activations allow
+        if one_look:  # the augmentations cached activations allow: a mirror and a crop
             pick = torch.randint(cached.shape[1], (len(cached),), device=cached.device)
-            return rest(cached[torch.arange(len(cached), device=cached.device), pick])
+            return rest(
+                random_crop(cached[torch.arange(len(cached), device=cached.device), pick], self.activation_crop)
+            )
         return torch.stack([rest(cached[:, v]) for v in range(cached.shape[1])], 1).mean(1)
+
+
+def random_crop(maps: torch.Tensor, most: int) -> torch.Tensor:
+    """``N x C x H x W`` maps cropped alike: a random window, each side up to ``most`` cells shorter (never below 1)."""
+    height, width = maps.shape[-2:]
+    if most <= 0:
+        return maps
+    h, w = (int(torch.randint(max(1, side - most), side + 1, ())) for side in (height, width))
+    top, left = int(torch.randint(height - h + 1, ())), int(torch.randint(width - w + 1, ()))
+    return maps[..., top : top + h, left : left + w]

