@@ -95,7 +95,7 @@ class PretrainedNet(nn.Module):
             )
         if unfreeze_every < 0:
             raise ConfigError(f"{FLAG}.unfreeze_every must be 0 (all at once) or more, got {unfreeze_every}.")
-        if activation_crop and finetune_blocks is None or activation_crop < 0:
+        if activation_crop < 0 or (activation_crop and finetune_blocks is None):
             raise ConfigError(
                 f"{FLAG}.activation_crop crops a block fine-tune's cached activations: 0 or more, with "
                 f"{FLAG}.finetune_blocks; got {activation_crop}."
