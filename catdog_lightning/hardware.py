@@ -96,14 +96,19 @@ def resolve_feature_precision(precision: str, device: str = "cpu", cpuinfo: str 
 
 
 def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """``Intel(R) Xeon(R) Processor, 2 cores, bf16: avx512_bf16 amx_bf16`` (or ``bf16: none``): what a time was
-    measured on, for the docs that quote it."""
+    """``Intel(R) Xeon(R) Processor (family 6 model 207), 2 cores, bf16: avx512_bf16`` (or ``bf16: none``): what a
+    time was measured on, for the docs that quote it. Family and model tell apart CPUs that a virtual machine gives
+    one generic name."""
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
         return f"{os.cpu_count() or '?'} cores"
-    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
-    flags = {f for line in text.splitlines() if line.startswith(("flags", "Features")) for f in line.split()}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first processor's
+    flags = set(fields.get("flags", fields.get("Features", "")).split())
     bf16 = " ".join(sorted(flags & _BF16_FLAGS)) or "none"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{names[0] if names else 'unknown CPU'}, {cores} cores, bf16: {bf16}"
+    model = f" (family {fields['cpu family']} model {fields['model']})" if "cpu family" in fields else ""
+    return f"{fields.get('model name', 'unknown CPU')}{model}, {cores} cores, bf16: {bf16}"

@@ -60,10 +60,11 @@ def measure(row: Row, seed: int, data_dir: str, logs_dir: str | os.PathLike, pyt
 
 
 def load_store(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {"machine": {}, "runs": {}}
+    return json.loads(path.read_text()) if path.is_file() else {"runs": {}}
 
 
 def machine() -> dict:
+    """What a run is measured on; stored with each run, since a table grows a row at a time, on several machines."""
     import torch
 
     from catdog_lightning.hardware import cpu_description
@@ -76,6 +77,29 @@ def machine() -> dict:
         "python": platform.python_version(),
         "processor": platform.processor() or platform.machine(),
     }
+
+
+def described(m: dict) -> str:
+    cpu = m.get("cpu") or f"{m.get('cpus', '?')} CPU cores ({m.get('processor', '?')})"
+    return f"{cpu}, torch {m.get('torch', '?')}, Python {m.get('python', '?')}"
+
+
+def machines_line(measured: dict[str, list[dict]]) -> str:
+    """Which machine measured which rows, and when: ``measured`` maps a row's title to its runs."""
+    groups: dict[str, tuple[dict[str, None], set[str]]] = {}  # machine -> (titles in order, dates)
+    for title, runs in measured.items():
+        for run in runs:
+            titles, dates = groups.setdefault(described(run.get("machine") or {}), ({}, set()))
+            titles[title] = None
+            dates.update(filter(None, [run.get("date")]))
+    parts = []
+    for i, (machine_text, (titles, dates)) in enumerate(sorted(groups.items(), key=lambda g: len(g[1][0]))):
+        last = i == len(groups) - 1
+        which = "every row" if len(groups) == 1 else "the other rows" if last else ", ".join(titles)
+        days = sorted(dates)
+        when = f" ({days[0]}{f' to {days[-1]}' if len(days) > 1 else ''})" if days else ""
+        parts.append(f"{machine_text}: {which}{when}")
+    return "Measured one run at a time, no GPU, on " + "; on ".join(parts) + "."
 
 
 def summarise(accs: list[float]) -> dict:
@@ -106,11 +130,12 @@ def render(store: dict) -> str:
         "| Model | Test accuracy | Range | Seeds | Epochs | Wall time / run | Training time / run | Command |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    notes = []
+    notes, measured = [], {}
     for row in ROWS:
         runs = current_runs(store, row)
         if not runs:
             continue
+        measured[row.title] = list(runs.values())
         accs = [r["test_acc"] for r in runs.values()]
         s = summarise(accs)
         epochs = sorted({r["epochs"] for r in runs.values()})
@@ -124,21 +149,19 @@ def render(store: dict) -> str:
         )
         if row.notes:
             notes.append(f"- **{row.title}**: {row.notes}.")
-    m = store.get("machine") or {}
     lines += [
         "",
         *notes,
         "",
-        f"Measured on {m.get('cpu') or str(m.get('cpus', '?')) + ' CPU cores (' + m.get('processor', '?') + ')'}, "
-        f"torch {m.get('torch', '?')}, Python {m.get('python', '?')}, no GPU; one run at a time. The bf16 rows and "
+        machines_line(measured) + " The bf16 rows and "
         "the pretrained recipes' frozen pass (precision auto) compute in bf16 only on a CPU with AVX512-BF16 or "
         "AMX; elsewhere they run in fp32 (times on such a CPU: docs/performance.md#precision-on-every-cpu). "
         "Per-run numbers: `docs/results.json`.",
         "",
     ]
     if CLASSES_TABLE.is_file():  # the many-classes path, measured by scripts/your_classes.py
-        measured = json.loads(CLASSES_TABLE.read_text())
-        lines += [f"## Your classes: {measured['data']}", "", measured["table"], "",
+        classes = json.loads(CLASSES_TABLE.read_text())
+        lines += [f"## Your classes: {classes['data']}", "", classes["table"], "",
                   "More on training your own classes: [your-classes.md](your-classes.md).", ""]  # fmt: skip
     return "\n".join(lines)
 
@@ -155,7 +178,7 @@ def run_results(args: dict) -> None:
         data_dir = Path(args["data_dir"]).expanduser().absolute()
         if not (data_dir / "train").is_dir() or not (data_dir / "test").is_dir():
             raise DataError(f"--data_dir {data_dir} needs train/ and test/ folders (catdog-a has both).")
-        store["machine"] = machine()
+        here = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
         for key in rows:
             row = ROWS_BY_KEY[key]
             done = store["runs"].setdefault(key, {})
@@ -165,7 +188,7 @@ def run_results(args: dict) -> None:
                 print(f"{key} seed {seed}: {shlex.join(row.command(str(data_dir), seed))}", flush=True)
                 record = measure(row, seed, str(data_dir), args["logs_dir"])
                 print(f"  test acc {record['test_acc']:.4f}, {record['wall_s']:.0f} s", flush=True)
-                done[str(seed)] = record
+                done[str(seed)] = {**record, **here}
                 store_path.parent.mkdir(parents=True, exist_ok=True)
                 store_path.write_text(json.dumps(store, indent=2) + "\n")  # after each run: nothing lost
     table_path.parent.mkdir(parents=True, exist_ok=True)

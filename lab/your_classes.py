@@ -17,6 +17,8 @@ from pathlib import Path
 
 from catdog_lightning.errors import ConfigError
 
+from .results import machine, machines_line
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {
     "probe": "Lite1 linear probe, 240 px (`configs/probe.yaml`)",
@@ -76,7 +78,8 @@ def table(results: dict[str, list[dict]], data_dir: str) -> str:
                      f"{statistics.mean(f1s):.3f} | {shown} | {minutes:.1f} | {len(runs)} |")  # fmt: skip
     command = f"python scripts/train.py --data.data_dir {data_dir} --config configs/RECIPE.yaml --seed_everything S"
     return "\n".join(lines + ["", f"Each run: `{command}` (with `--data.cache false`: every seed decodes and computes "
-                              "its features afresh, inside its minutes)."])  # fmt: skip
+                              "its features afresh, inside its minutes).", "",
+                              machines_line({RECIPES[recipe]: runs for recipe, runs in results.items()})])  # fmt: skip
 
 
 def run(args: dict) -> None:
@@ -85,14 +88,15 @@ def run(args: dict) -> None:
         raise ConfigError(f"--data_dir {data_dir} has no train/ folder of class folders.")
     logs_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {}
+    here = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}  # --collect_only: runs this machine made
     for recipe in args["recipes"]:
         if recipe not in RECIPES:
             raise ConfigError(f"--recipes: {recipe} is not one of {', '.join(RECIPES)}.")
         for seed in args["seeds"]:
             done = args.get("collect_only")
             row = collect(recipe, seed, logs_dir) if done else measure(recipe, seed, data_dir, logs_dir)
-            results.setdefault(recipe, []).append(row)
-            print(f"{recipe} seed {seed}: {results[recipe][-1]}", flush=True)
+            results.setdefault(recipe, []).append({**row, **here})
+            print(f"{recipe} seed {seed}: {row}", flush=True)
     docs, name = ROOT / "docs" / "your-classes.json", Path(data_dir).name
     if args.get("write_docs"):  # the recipes not measured now keep their rows (--recipes re-measures one alone)
         kept = json.loads(docs.read_text()) if docs.exists() else {}

@@ -48,16 +48,32 @@ def test_render_reports_mean_spread_and_drops_stale_runs():
     def run(acc, command=current):
         return {"test_acc": acc, "wall_s": 60.0, "train_s": 50.0, "epochs": 20, "command": command}
 
-    store = {
-        "machine": {"cpus": 2, "torch": "2.x", "python": "3.11", "processor": "x86_64"},
-        "runs": {"mlp": {"0": run(0.60), "1": run(0.62), "2": run(0.64), "3": run(0.99, "an older command")}},
-    }
+    store = {"runs": {"mlp": {"0": run(0.60), "1": run(0.62), "2": run(0.64), "3": run(0.99, "an older command")}}}
     table = render(store)
     (line,) = [x for x in table.splitlines() if x.startswith(f"| {row.title}")]
     assert "**62.0%** ± 2.0" in line and "60.0–64.0%" in line and "| 0, 1, 2 |" in line
     assert "| 1.0 min | 0.8 min |" in line  # wall time and training time
     assert "--seed_everything S" in line
     assert not any(x.startswith(f"| {r.title}") for r in ROWS if r.key != "mlp" for x in table.splitlines())
+
+
+def test_the_footer_names_the_machine_each_row_was_measured_on():
+    def run(row, cpu, date=None):
+        machine = {"cpu": cpu, "torch": "2.x", "python": "3.11"}
+        return {"test_acc": 0.9, "wall_s": 6.0, "train_s": 5.0, "epochs": 1, "command": row.signature(),
+                "machine": machine, **({"date": date} if date else {})}  # fmt: skip
+
+    mlp, cnn, probe = ROWS_BY_KEY["mlp"], ROWS_BY_KEY["cnn"], ROWS_BY_KEY["probe"]
+    new = {"0": run(probe, "New CPU", "2026-12-04"), "1": run(probe, "New CPU", "2026-12-05")}
+    store = {"runs": {"mlp": {"0": run(mlp, "Old CPU")}, "cnn": {"0": run(cnn, "Old CPU")}, "probe": new}}
+    footer = next(line for line in render(store).splitlines() if line.startswith("Measured"))
+    assert footer.startswith(
+        f"Measured one run at a time, no GPU, on New CPU, torch 2.x, Python 3.11: {probe.title} (2026-12-04 to "
+        "2026-12-05); on Old CPU, torch 2.x, Python 3.11: the other rows."
+    )
+    store["runs"] = {"mlp": store["runs"]["mlp"]}
+    footer = next(line for line in render(store).splitlines() if line.startswith("Measured"))
+    assert "on Old CPU, torch 2.x, Python 3.11: every row." in footer
 
 
 def test_bad_flags_are_one_line_exit_2(tmp_path, capsys):
@@ -72,7 +88,7 @@ def test_plot_puts_each_row_at_its_time_and_accuracy():
         row = ROWS_BY_KEY[key]
         return {"test_acc": acc, "wall_s": seconds, "train_s": seconds, "epochs": 1, "command": row.signature()}
 
-    store = {"machine": {}, "runs": {"mlp": {"0": run("mlp", 0.6, 30)}, "probe": {"0": run("probe", 0.98, 40)}}}
+    store = {"runs": {"mlp": {"0": run("mlp", 0.6, 30)}, "probe": {"0": run("probe", 0.98, 40)}}}
     img = plot(store)
     pixels = img.load()
     colours = {pixels[x, y] for x in range(img.width) for y in range(img.height)}

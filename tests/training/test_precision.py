@@ -85,6 +85,18 @@ def test_auto_precision_follows_the_cpus_bf16_instructions(tmp_path, flags, fast
     assert cpu_has_fast_bf16(str(cpuinfo)) is False
 
 
+def test_the_cpu_description_names_the_model_and_its_bf16_units(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    one = "processor\t: {}\ncpu family\t: 6\nmodel\t\t: 207\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+    cpuinfo.write_text("".join(one.format(i) + "flags\t\t: fpu avx512_bf16 amx_tile amx_bf16\n\n" for i in range(2)))
+    described = hardware.cpu_description(str(cpuinfo))
+    assert described.startswith("Intel(R) Xeon(R) Processor (family 6 model 207), ")
+    assert described.endswith(" cores, bf16: amx_bf16 avx512_bf16")
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd\n")  # an ARM machine names no model here
+    assert hardware.cpu_description(str(cpuinfo)).startswith("unknown CPU, ")
+    assert hardware.cpu_description(str(cpuinfo)).endswith(" cores, bf16: none")
+
+
 def test_the_recipes_ask_for_auto_and_lightning_gets_a_precision_it_knows(tmp_path):
     for recipe in ("cnn.yaml", "cnn-fast.yaml", "cnn-swept.yaml"):
         assert cli.parse_flags(["--config", str(ROOT / "configs" / recipe)])["trainer"]["precision"] == "auto"
