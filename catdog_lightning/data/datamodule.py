@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
 import lightning as L
@@ -157,9 +158,10 @@ class CatDogDataModule(L.LightningDataModule):
         self._classes: tuple[str, ...] | None = None
         self._manifest: dict | None = None
 
-    @property
+    @cached_property
     def streams(self) -> bool:
-        """Whether the photos come from shards (scripts/shard.py), streamed by LitData."""
+        """Whether the photos come from shards (scripts/shard.py), streamed by LitData: decided once, by the first
+        look at the folder (every stage of a run then reads the photos the same way)."""
         return is_shards(self.hparams.data_dir)
 
     @property
