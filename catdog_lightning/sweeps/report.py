@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from ..storage.atomic import atomic_write_text
+from ..storage.atomic import atomic_write, atomic_write_text
 from .search import nested, values_of
 
 # Settings a recipe leaves to whoever uses it: where the photos, caches and runs are.
@@ -64,15 +64,17 @@ def pruning_saving(study, max_epochs: int) -> tuple[float, float, float]:
     return spent, full, failed
 
 
-def pictures(study, folder: Path) -> list[Path]:
-    """Optuna's matplotlib pictures of the study, as PNG files (those it can draw with the trials there are)."""
+def pictures(study, folder: Path) -> dict[Path, bytes]:
+    """Optuna's matplotlib pictures of the study (those it can draw with the trials there are), each written as a
+    PNG file and returned as its bytes. Workers sharing a study redraw the same files: each is renamed into place
+    whole, and a worker logs what it drew, never a file another worker is writing."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
-    written = []
+    written = {}
     for name, draw in (
         ("history", optuna_plots.plot_optimization_history),
         ("importances", optuna_plots.plot_param_importances),
@@ -86,23 +88,25 @@ def pictures(study, folder: Path) -> list[Path]:
             continue
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
         figure.set_size_inches(max(8, figure.get_size_inches()[0]), 5)
-        path = folder / f"{name}.png"
-        figure.savefig(path, dpi=90, bbox_inches="tight")
+        png = io.BytesIO()
+        figure.savefig(png, format="png", dpi=90, bbox_inches="tight")
         plt.close(figure)
-        written.append(path)
+        path, data = folder / f"{name}.png", png.getvalue()
+        atomic_write(path, lambda fh, data=data: fh.write(data))
+        written[path] = data
     return written
 
 
-def to_tensorboard(paths: list[Path], folder: Path) -> None:
-    """The pictures as TensorBoard images (tag sweep/<name>), beside the trials' runs under the same logdir."""
+def to_tensorboard(pictures: dict[Path, bytes], folder: Path) -> None:
+    """The pictures (PNG bytes by file) as TensorBoard images (tag sweep/<name>), beside the trials' runs under
+    the same logdir."""
+    import numpy as np
     from PIL import Image
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(folder))
-    import numpy as np
-
-    for path in paths:
-        pixels = np.asarray(Image.open(io.BytesIO(path.read_bytes())).convert("RGB"))
+    for path, png in pictures.items():
+        pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
         writer.add_image(f"sweep/{path.stem}", pixels, 0, dataformats="HWC")
     writer.close()
 

@@ -1,6 +1,7 @@
 """scripts/sweep.py on a real Optuna study in a SQLite file: trials are ordinary runs, workers share a study,
 a killed worker's trial is retried, and what was found trains as a recipe. lr_find writes its plot."""
 
+import io
 import json
 import os
 import signal
@@ -82,6 +83,30 @@ def test_two_workers_share_one_study(sweep_files):
     assert 4 <= len(finished) <= 5 and len(finished) == len(trials), "none lost, none left running"
     runs = [t.user_attrs["run_dir"] for t in trials]
     assert len(set(runs)) == len(runs), "no trial run twice"
+
+
+def test_a_worker_logs_the_pictures_it_drew_whatever_another_does_to_the_files(tmp_path):
+    """Workers sharing a study redraw the same PNG files: each lands whole, and what goes to TensorBoard is what
+    this worker drew, not a file another worker is half-way through writing (a CI run once failed so)."""
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from catdog_lightning.sweeps.report import pictures, to_tensorboard
+
+    shared = optuna.create_study(direction="maximize")
+    shared.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-2, log=True) * 10, n_trials=3)
+    drawn = pictures(shared, tmp_path)
+    assert {p.name for p in drawn} == {"history.png", "importances.png", "slice.png"}
+    for path, png in drawn.items():
+        assert path.read_bytes() == png and Image.open(path).size[0] > 100
+    assert not list(tmp_path.glob(".*")), "no temporaries left"
+    history = tmp_path / "history.png"
+    history.write_bytes(history.read_bytes()[:100])  # another worker's write, torn
+    to_tensorboard(drawn, tmp_path)
+    acc = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    acc.Reload()
+    assert set(acc.Tags()["images"]) == {"sweep/history", "sweep/importances", "sweep/slice"}
+    assert acc.Images("sweep/history")[0].width == Image.open(io.BytesIO(drawn[history])).width
 
 
 def test_a_killed_worker_s_trial_is_retried_and_resumes_its_run(sweep_files):
