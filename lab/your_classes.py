@@ -36,12 +36,11 @@ def measure(recipe: str, seed: int, data_dir: str, logs_dir: Path) -> dict:
             "--trainer.enable_progress_bar", "false"]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
-    (logs_dir / name / "wall_seconds").write_text(
-        f"{time.perf_counter() - start:.1f}\n"
-    ) if done.returncode == 0 else None
+    seconds = time.perf_counter() - start
     (logs_dir / f"{name}.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         raise ConfigError(f"{name} exited with {done.returncode}; see {logs_dir / f'{name}.log'}")
+    (logs_dir / name / "wall_seconds").write_text(f"{seconds:.1f}\n")
     metrics = json.loads((logs_dir / name / "metrics.json").read_text())
     evaluated = subprocess.run([sys.executable, "scripts/evaluate.py", "--ckpt_path", metrics["tested_checkpoint"],
                                 "--report", str(logs_dir / f"{name}.evaluation.json")], cwd=ROOT, capture_output=True,

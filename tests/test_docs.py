@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from helpers import ROOT
@@ -38,3 +39,12 @@ def test_the_readme_stays_a_few_screens_with_the_package_tree_near_the_top():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 250
     assert any(line.startswith("catdog_lightning/") for line in lines[:80])
+
+
+def test_your_classes_md_quotes_the_stored_clothing_table_as_it_is():
+    """docs/your-classes.md shows the table scripts/your_classes.py stored (RESULTS.md renders it from the same
+    file): a re-measure that changes the store must change the page too."""
+    stored = json.loads((ROOT / "docs" / "your-classes.json").read_text())["table"]
+    page = (ROOT / "docs" / "your-classes.md").read_text().splitlines()
+    rows = [line for line in stored.splitlines() if line.startswith("|")]
+    assert len(rows) >= 3 and all(row in page for row in rows), "re-paste docs/your-classes.json's table"
