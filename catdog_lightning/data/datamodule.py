@@ -151,6 +151,7 @@ class CatDogDataModule(L.LightningDataModule):
         self.test_set: DecodedImageDataset | None = None
         self.test_is_carved = False
         self.summary = ""
+        self._scanned: dict[Path, ScanResult] = {}
         self._loaded: dict[Path, tuple[ScanResult, DecodedImages]] = {}
         self.sampling_seed = split_seed  # the training seed, which train() hands over: shuffling and augmentation
         self.test_skipped: list[tuple[str, str]] = []  # (path, reason) of the test folder's unused files
@@ -186,7 +187,7 @@ class CatDogDataModule(L.LightningDataModule):
         if self._classes is None and self.streams:
             self._classes = tuple(self.manifest["classes"])
         if self._classes is None:
-            self._classes = self._load(self._folders()[0])[0].classes
+            self._classes = self._scan(self._folders()[0]).classes  # a listing: nothing decoded yet
         return self._classes
 
     @property
@@ -231,11 +232,17 @@ class CatDogDataModule(L.LightningDataModule):
         test = self.root / "test"
         return [train, test] if test.is_dir() else [train]
 
+    def _scan(self, folder: Path, classes: Sequence[str] | None = None) -> ScanResult:
+        """List ``folder``'s labelled images once per process; ``classes``: read it with these (a test folder:
+        train/'s, or a model's)."""
+        if folder not in self._scanned:
+            self._scanned[folder] = scan_labelled_folder(folder, classes)
+        return self._scanned[folder]
+
     def _load(self, folder: Path, classes: Sequence[str] | None = None) -> tuple[ScanResult, DecodedImages]:
-        """Scan and decode ``folder`` once per process (prepare_data and setup share the result); ``classes``: read
-        it with these (a test folder: train/'s, or a model's)."""
+        """Scan and decode ``folder`` once per process (prepare_data and setup share the result)."""
         if folder not in self._loaded:
-            scan = scan_labelled_folder(folder, classes)
+            scan = self._scan(folder, classes)
             size, draft = self.hparams.image_size, self.hparams.draft
             self._loaded[folder] = scan, load_or_decode(scan.files, folder, size, draft, self._cache_dir)
         return self._loaded[folder]
@@ -305,6 +312,7 @@ class CatDogDataModule(L.LightningDataModule):
             f"-> train {len(self.train_set)} / val {len(self.val_set or [])}; {test_note}"
         )
         self._loaded.clear()  # the datasets hold what they need; free the rest
+        self._scanned.clear()
 
     def _setup_shards(self) -> None:
         """The splits the shards hold (split when written), read by index; training streams (:meth:`_loader`)."""

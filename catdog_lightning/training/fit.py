@@ -171,13 +171,14 @@ def data_and_model(config: dict, seed: int) -> tuple[CatDogDataModule, CatDogCla
     follows = {target for _, target, _ in LINKS}  # a resumed run's saved values are the data's again
     model_cfg = {k: v for k, v in (config.get("model") or {}).items() if k not in follows}
     refuse_renamed(model_cfg)
-    CatDogClassifier(**{**model_cfg, "image_size": datamodule.hparams.image_size})  # settings checked before decoding
-    # Decode (or load from cache) before anything else, so data errors surface before any Lightning output
-    # and before a run directory is made.
+    L.seed_everything(seed, workers=True, verbose=False)
+    # The classes come from a listing of the folders, so the model (its settings checked) is built before the
+    # photos are decoded; the decode (or the cache's load) then comes before any Lightning output and before a
+    # run directory is made, so that data errors surface first.
+    model = CatDogClassifier(**model_cfg, **linked(datamodule))
     datamodule.prepare_data()
     datamodule.setup("fit")
-    L.seed_everything(seed, workers=True, verbose=False)
-    return datamodule, CatDogClassifier(**model_cfg, **linked(datamodule))
+    return datamodule, model
 
 
 @known_warnings_quiet()

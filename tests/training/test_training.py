@@ -167,6 +167,17 @@ def test_named_runs_and_version_numbering(tiny_config):
     assert Path(train(tiny_config)["run_dir"]).name == "version_1"
 
 
+def test_a_bad_model_setting_is_refused_before_a_photo_is_decoded(tiny_config):
+    """The classes come from a listing of train/, so the model is built (and its settings checked) before the
+    photos are decoded: a typo costs no decode, and the decode cache stays empty."""
+    cache = Path(tiny_config["data"]["cache_dir"])
+    with pytest.raises(ConfigError, match="--model.lr must be positive"):
+        train(merge(tiny_config, {"model": {"lr": -1.0}}))
+    assert not cache.exists() or not any(cache.iterdir())
+    metrics = train(tiny_config)  # the same folder, the flag mended: decoded (and cached) once
+    assert any(cache.iterdir()) and 0 <= metrics["test/acc"] <= 1
+
+
 def test_corrupt_checkpoint_is_one_clear_error(tiny_config, tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"PK\x03\x04 truncated")
