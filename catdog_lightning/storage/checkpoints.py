@@ -71,7 +71,9 @@ def read_checkpoint(path: str | os.PathLike, flag: str = "--ckpt_path") -> dict[
     try:
         with warnings.catch_warnings():  # torch's own notes on odd pickles; the verdict below says it all
             warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            # Mapped, not read: the tensors' bytes are read only where used (a run's epoch, its classes cost
+            # milliseconds, not a copy of every weight), and the several looks a resume takes share one page cache.
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
         # An object to construct: code would run to unpickle it (torch says "Unsupported global" or, since
         # 2.14, "unsupported GLOBAL").
