@@ -33,12 +33,12 @@ def test_measure_runs_the_command_and_reads_its_metrics_back(tiny_dataset, tmp_p
     assert again["test_acc"] == record["test_acc"]
 
 
-def test_a_failing_run_is_one_line_naming_its_log(tmp_path):
+def test_a_failing_run_is_one_line_naming_its_log(tiny_dataset, tmp_path):
     row = Row("broken", "Broken", "train.py", ("--model.lr", "-1"), "--seed_everything")
     with pytest.raises(
         UserError, match=r"broken seed 0 exited with 2: error: --model.lr must be positive.*broken-seed0"
     ):
-        measure(row, 0, str(tmp_path), tmp_path / "logs")
+        measure(row, 0, str(tiny_dataset), tmp_path / "logs")
 
 
 def test_render_reports_mean_spread_and_drops_stale_runs():
