@@ -152,7 +152,7 @@ class CatDogDataModule(L.LightningDataModule):
         self.test_is_carved = False
         self.summary = ""
         self._scanned: dict[Path, ScanResult] = {}
-        self._loaded: dict[Path, tuple[ScanResult, DecodedImages]] = {}
+        self._loaded: dict[Path, DecodedImages] = {}
         self.sampling_seed = split_seed  # the training seed, which train() hands over: shuffling and augmentation
         self.test_skipped: list[tuple[str, str]] = []  # (path, reason) of the test folder's unused files
         self._features: dict[str, FeatureDataset] = {}
@@ -241,11 +241,11 @@ class CatDogDataModule(L.LightningDataModule):
 
     def _load(self, folder: Path, classes: Sequence[str] | None = None) -> tuple[ScanResult, DecodedImages]:
         """Scan and decode ``folder`` once per process (prepare_data and setup share the result)."""
+        scan = self._scan(folder, classes)
         if folder not in self._loaded:
-            scan = self._scan(folder, classes)
             size, draft = self.hparams.image_size, self.hparams.draft
-            self._loaded[folder] = scan, load_or_decode(scan.files, folder, size, draft, self._cache_dir)
-        return self._loaded[folder]
+            self._loaded[folder] = load_or_decode(scan.files, folder, size, draft, self._cache_dir)
+        return scan, self._loaded[folder]
 
     def _decode(self, folder: Path, classes: Sequence[str] | None = None) -> DecodedImages:
         scan, decoded = self._load(folder, classes)
